@@ -1,0 +1,17 @@
+"""The one exception type for bad user input.
+
+Any stage raises :class:`UserError` when the input is wrong (a missing path, a malformed
+table, an impossible config). The CLI prints its message as a single line and exits with
+status 2; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user; the message says what is wrong and where, in one line."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message} ({hint})")
