@@ -1,0 +1,1 @@
+"""Downstream tasks: readers, alignment, PEFT methods, the fine-tuning stage, evaluation."""
