@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from scalelab import __version__
-from scalelab.errors import UserError
+from scalelab.errors import TrainingFailed, UserError
 from scalelab.utils.env import quiet_threads_env
 
 # Order here is the order in `scalelab --help`.
@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"scalelab: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingFailed as exc:
+        print(f"scalelab: run failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nscalelab: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

@@ -61,7 +61,9 @@ class Config:
     def from_dict(cls, data: dict[str, Any], *, where: str = "") -> Self:
         """Build from a nested dict, coercing values; unknown keys are errors."""
         if not isinstance(data, dict):
-            raise UserError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+            raise UserError(
+                f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}"
+            )
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls) if f.init]
         kwargs: dict[str, Any] = {}
@@ -179,9 +181,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -209,7 +211,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
             if len(args) != len(value):
                 raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+            return tuple(
+                _coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args))
+            )
         out = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
@@ -224,7 +228,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "yes",
+            "1",
+            "on",
+            "false",
+            "no",
+            "0",
+            "off",
+        ):
             return value.lower() in ("true", "yes", "1", "on")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
@@ -330,7 +343,9 @@ def add_config_arguments(
     """
     if not prefix:
         parser.add_argument(
-            "--config", metavar="FILE", help="YAML or JSON file with config values (flags override it)."
+            "--config",
+            metavar="FILE",
+            help="YAML or JSON file with config values (flags override it).",
         )
         parser.add_argument(
             "--set",
@@ -341,7 +356,11 @@ def add_config_arguments(
         )
     docs = cls.field_docs()
     hints = _hints(cls)
-    group = parser.add_argument_group(f"{prefix.rstrip('.') or cls.__name__} options") if not prefix else parser
+    group = (
+        parser.add_argument_group(f"{prefix.rstrip('.') or cls.__name__} options")
+        if not prefix
+        else parser
+    )
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue

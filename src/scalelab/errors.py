@@ -15,3 +15,11 @@ class UserError(Exception):
         self.message = message
         self.hint = hint
         super().__init__(message if hint is None else f"{message} ({hint})")
+
+
+class TrainingFailed(Exception):
+    """A run stopped on a non-finite loss or another unrecoverable state.
+
+    The run directory stays valid (status ``failed`` in ``summary.json``); the CLI prints
+    the message in one line and exits with status 1.
+    """
