@@ -1,0 +1,223 @@
+"""Column-format NER files (CoNLL-2003 and relatives): reading and writing.
+
+Accepted input, one token per line:
+
+* columns separated by tabs or by runs of spaces (``delimiter="auto"`` decides from the
+  first token line: tab if it holds one, else whitespace), the token in one column
+  (default the first) and the label in another (default the last), e.g. CoNLL-2003's
+  ``token POS chunk NER``;
+* sentences separated by blank lines -- a line of only whitespace counts as blank, which
+  covers the Twitter NER file whose separator lines hold a single tab;
+* ``-DOCSTART-`` lines (document breaks) are skipped and end the sentence;
+* labels in IOB1, IOB2, IOBES, BILOU or IO, converted to IOB2 (:mod:`.schemes`).
+
+Every line must have as many columns as the first token line; a line that does not is
+an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from scalelab.errors import UserError
+from scalelab.finetune.examples import NerExample
+from scalelab.finetune.schemes import canonical_scheme, check_tag, detect_scheme, to_iob2
+
+_SPACES = re.compile(r"[ \t]+")
+Delimiter = Literal["auto", "tab", "whitespace"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConllFile:
+    """What :func:`read_conll` found in one file."""
+
+    path: str
+    examples: tuple[NerExample, ...]
+    """Sentences with IOB2 tags."""
+    scheme: str
+    """The file's scheme (given, or detected when ``scheme="auto"``)."""
+    scheme_reason: str
+    """Why that scheme (``"given"`` or the detection rule that fired)."""
+    n_repaired: int
+    """Tags invalid in the scheme that were turned into entity starts (e.g. IOB2 ``I-X`` after ``O``)."""
+    n_documents: int
+    """``-DOCSTART-`` lines seen."""
+    n_columns: int
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(ex.words) for ex in self.examples)
+
+    def note(self) -> str:
+        """One line for logs: sizes, scheme and repairs."""
+        text = (
+            f"{self.path}: {len(self.examples)} sentences, {self.n_tokens} tokens, "
+            f"scheme {self.scheme} ({self.scheme_reason})"
+        )
+        if self.n_repaired:
+            text += f", {self.n_repaired} invalid tags repaired to entity starts"
+        return text
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not valid {encoding} at byte {exc.start}; pass the file's encoding"
+            " (e.g. encoding='latin-1')"
+        ) from None
+
+
+def read_conll(
+    path: str | Path,
+    *,
+    token_column: int = 0,
+    label_column: int = -1,
+    scheme: str = "auto",
+    delimiter: Delimiter = "auto",
+    encoding: str = "utf-8",
+    docstart: str = "-DOCSTART-",
+) -> ConllFile:
+    """Read a column file into sentences with IOB2 tags.
+
+    ``token_column`` and ``label_column`` are 0-based and may be negative (``-1`` is the
+    last column). ``scheme`` is ``"auto"`` (see :func:`.schemes.detect_scheme`) or one of
+    IOB1, IOB2/BIO, IOBES/BIOES, BILOU, IO. Raises :class:`UserError` naming the file and
+    line for a wrong column count or an invalid tag, and for a file without sentences.
+    """
+    path = Path(path)
+    wanted = canonical_scheme(scheme)
+    if delimiter not in ("auto", "tab", "whitespace"):
+        raise UserError(f"unknown delimiter '{delimiter}'; choose auto, tab or whitespace")
+    text = _read_text(path, encoding)
+
+    sentences: list[tuple[list[str], list[str], list[int]]] = []  # words, raw tags, line numbers
+    words: list[str] = []
+    tags: list[str] = []
+    lines: list[int] = []
+    n_columns = 0
+    first_line = 0
+    use_tab = delimiter == "tab"
+    n_documents = 0
+
+    def flush() -> None:
+        nonlocal words, tags, lines
+        if words:
+            sentences.append((words, tags, lines))
+        words, tags, lines = [], [], []
+
+    # Split on \n only: str.splitlines() would also break at \x1c, \u2028 ... inside tweets.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.strip(" \t\r")
+        if not raw.strip():
+            flush()
+            continue
+        if not n_columns and delimiter == "auto":
+            use_tab = "\t" in raw
+        fields = raw.split("\t") if use_tab else _SPACES.split(raw)
+        if fields[0] == docstart:
+            n_documents += 1
+            flush()
+            continue
+        if not n_columns:
+            n_columns, first_line = len(fields), lineno
+            if n_columns < 2:
+                raise UserError(
+                    f"{path}:{lineno}: found 1 column; a NER file needs a token and a label "
+                    f"column{' (separated by tabs)' if use_tab else ''}"
+                )
+            for name, col in (("token_column", token_column), ("label_column", label_column)):
+                if not -n_columns <= col < n_columns:
+                    raise UserError(
+                        f"{path}:{lineno}: {name}={col} but lines have {n_columns} columns"
+                    )
+            if token_column % n_columns == label_column % n_columns:
+                raise UserError(f"{path}: token_column and label_column are the same column")
+        elif len(fields) != n_columns:
+            raise UserError(
+                f"{path}:{lineno}: expected {n_columns} columns (as on line {first_line}), "
+                f"found {len(fields)}"
+            )
+        words.append(fields[token_column])
+        tags.append(fields[label_column])
+        lines.append(lineno)
+    flush()
+    if not sentences:
+        raise UserError(f"{path}: no sentences found (is it a column file with blank-line breaks?)")
+
+    if wanted == "auto":
+        used, reason = detect_scheme(tags for _w, tags, _l in sentences)
+    else:
+        used, reason = wanted, "given"
+    examples: list[NerExample] = []
+    n_repaired = 0
+    for sent_words, sent_tags, sent_lines in sentences:
+        for tag, lineno in zip(sent_tags, sent_lines):
+            problem = check_tag(tag, used)
+            if problem is not None:
+                hint = " (pass scheme=... to choose another)" if wanted != "auto" else ""
+                raise UserError(f"{path}:{lineno}: {problem}{hint}")
+        iob2, repaired = to_iob2(sent_tags, used)
+        n_repaired += repaired
+        examples.append(NerExample(sent_words, iob2, source=f"{path.name}:{sent_lines[0]}"))
+    return ConllFile(
+        path=str(path),
+        examples=tuple(examples),
+        scheme=used,
+        scheme_reason=reason,
+        n_repaired=n_repaired,
+        n_documents=n_documents,
+        n_columns=n_columns,
+    )
+
+
+def _cell(text: str, delimiter: str) -> str:
+    # A cell holding the delimiter (or nothing) would shift every later column.
+    if delimiter.isspace():
+        text = "_".join(text.split())
+    else:
+        text = text.replace(delimiter, "_")
+    return text or "_"
+
+
+def format_conll(
+    words: Sequence[Sequence[str]],
+    *columns: Sequence[Sequence[str]],
+    delimiter: str = " ",
+) -> str:
+    """Sentences as column text: ``word col1 col2 ...`` per line, a blank line after each.
+
+    With gold tags then predicted tags as the columns this is exactly the input the
+    official ``conlleval`` script reads. Whitespace inside a word becomes ``_`` so the
+    columns stay aligned.
+    """
+    out: list[str] = []
+    for i, sent in enumerate(words):
+        for col in columns:
+            if len(col[i]) != len(sent):
+                raise ValueError(f"sentence {i}: {len(sent)} words but {len(col[i])} labels")
+        for j, word in enumerate(sent):
+            cells = [_cell(word, delimiter)] + [_cell(col[i][j], delimiter) for col in columns]
+            out.append(delimiter.join(cells))
+        out.append("")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def write_conll(
+    path: str | Path,
+    words: Sequence[Sequence[str]],
+    *columns: Sequence[Sequence[str]],
+    delimiter: str = " ",
+) -> Path:
+    """Write :func:`format_conll` output atomically (never a half-written file)."""
+    from scalelab.utils.io import atomic_write_text
+
+    atomic_write_text(path, format_conll(words, *columns, delimiter=delimiter))
+    return Path(path)
