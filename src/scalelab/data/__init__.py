@@ -1,0 +1,49 @@
+"""Text sources, tokenizer training, token shards and batch sampling.
+
+Stage function: :func:`prepare` (``scalelab data prepare``). The trainer reads a dataset
+with :func:`open_dataset` and samples it with :class:`DecoderBatches` /
+:class:`EncoderBatches` and :func:`validation_batches`.
+
+Names are imported on first use, so ``import scalelab.data`` (and ``scalelab --help``)
+stays free of numpy, tokenizers and torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The stage function shares its name with its module: bind the function now, or
+# `from scalelab.data import prepare` would find the submodule once it is loaded.
+# (The module imports only the standard library and scalelab's light modules.)
+from scalelab.data.prepare import prepare as prepare
+
+_EXPORTS = {
+    "DataConfig": "scalelab.data.config",
+    "DEFAULT_SOURCES": "scalelab.data.config",
+    "prepare_dataset": "scalelab.data.prepare",
+    "PrepareResult": "scalelab.data.prepare",
+    "open_dataset": "scalelab.data.dataset",
+    "TokenDataset": "scalelab.data.dataset",
+    "DecoderBatches": "scalelab.data.batches",
+    "EncoderBatches": "scalelab.data.batches",
+    "validation_batches": "scalelab.data.batches",
+    "encoder_validation_batches": "scalelab.data.batches",
+    "load_tokenizer": "scalelab.data.tokenizer",
+    "train_tokenizer": "scalelab.data.tokenizer",
+    "resolve_sources": "scalelab.data.sources",
+    "Document": "scalelab.data.sources",
+    "Source": "scalelab.data.sources",
+}
+
+__all__ = sorted([*_EXPORTS, "prepare"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'scalelab.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,389 @@
+"""Text sources behind one interface: built-in corpora and the user's own files.
+
+A *source spec* is one string, ``[NAME=]WHAT[:WEIGHT]``:
+
+======================  =========================================================
+``shakespeare``         a built-in corpus (shakespeare, wikipedia, news, bible)
+``wikipedia:2``         ... sampled at twice its natural share of the mixture
+``notes.txt``           one text file (the source is named ``notes``)
+``docs/``               every ``*.txt`` and ``*.md`` below a directory, recursively
+``'books/**/*.txt'``    a glob (``**`` crosses directories); quote it in a shell
+``tweets.jsonl``        JSON lines, the text in field ``text`` (``--text-field``)
+``mine=a/*.txt:0.5``    an explicit source name and a weight
+======================  =========================================================
+
+A source yields :class:`Document` objects: long texts are cut into documents of about
+``doc_chars`` characters at paragraph boundaries (else sentence, line or word
+boundaries), so that the document-level train/validation split has enough documents to
+choose from. Every document has an id that is stable across runs (file name and chunk
+number, article title, ...); the split hashes that id.
+
+A source also reports a *fingerprint*: the package version of a built-in, or the names,
+sizes and content hashes of user files. The dataset's content hash covers it, so editing
+a file makes a new dataset rather than silently reusing the old one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import hashlib
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import UserError
+
+_SPEC_NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.+-]*)=(.+)$")
+_SPEC_WEIGHT_RE = re.compile(r"^(.+):([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_TEXT_SUFFIXES = (".txt", ".md")
+# The UTF-8 encoding of U+FFFD: a file may contain real replacement characters, which
+# must not be counted as decoding errors.
+_FFFD_UTF8 = "\ufffd".encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One document of a source: a stable id (unique within the source) and its text."""
+
+    id: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """A parsed ``[NAME=]WHAT[:WEIGHT]`` string."""
+
+    spec: str
+    what: str
+    name: str | None = None
+    weight: float | None = None
+
+
+def parse_spec(spec: str) -> SourceSpec:
+    """Split a spec string into name, what and weight (no file system access)."""
+    text = spec.strip()
+    if not text:
+        raise UserError("empty source spec")
+    name = weight = None
+    m = _SPEC_NAME_RE.match(text)
+    if m and "/" not in m.group(1):
+        name, text = m.group(1), m.group(2)
+    m = _SPEC_WEIGHT_RE.match(text)
+    if m:
+        text, weight = m.group(1), float(m.group(2))
+    if not text:
+        raise UserError(f"source spec {spec!r} names nothing to read")
+    return SourceSpec(spec=spec, what=text, name=name, weight=weight)
+
+
+class Source(ABC):
+    """A named stream of documents with a weight and a content fingerprint."""
+
+    kind: str = "source"
+
+    def __init__(self, *, name: str, spec: str, weight: float = 1.0) -> None:
+        self.name = name
+        self.spec = spec
+        self.weight = weight
+        #: Undecodable byte sequences met while reading (user files only).
+        self.undecodable = 0
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """Facts that change whenever the text could change (JSON-safe)."""
+
+    @abstractmethod
+    def texts(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(id, text)`` for each raw text, before it is cut into documents."""
+
+    def documents(
+        self, *, doc_chars: int = 4000, max_chars: int | None = None
+    ) -> Iterator[Document]:
+        """Yield the source's documents, cut to about ``doc_chars``, at most ``max_chars`` in all."""
+        total = 0
+        for text_id, text in self.texts():
+            pieces = chunk_text(text, doc_chars)
+            for k, piece in enumerate(pieces):
+                doc_id = text_id if len(pieces) == 1 else f"{text_id}#{k}"
+                if max_chars is not None and total + len(piece) >= max_chars:
+                    piece = piece[: max_chars - total].rstrip()
+                    if piece:
+                        yield Document(doc_id, piece)
+                    return
+                total += len(piece)
+                yield Document(doc_id, piece)
+
+    def describe(self) -> str:
+        return self.spec
+
+
+# ====================================================================== chunking
+
+
+_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*\s+")
+
+
+def chunk_text(text: str, target: int) -> list[str]:
+    """Cut ``text`` into pieces of at most ``target`` characters at natural boundaries.
+
+    Preference: a paragraph break (blank line), then a line break, then a sentence end,
+    then any space, looked for in the second half of the window first (so pieces are not
+    tiny) and then in the whole window; a hard cut only when a window has no space at all.
+    Whitespace at the cut is dropped, the text in between is kept exactly.
+    """
+    text = text.strip()
+    if len(text) <= target:
+        return [text] if text else []
+    pieces: list[str] = []
+    start, n = 0, len(text)
+    while start < n:
+        if n - start <= target:
+            pieces.append(text[start:].strip())
+            break
+        end = _cut(text, start, start + target)
+        piece = text[start:end].strip()
+        if piece:
+            pieces.append(piece)
+        start = end
+        while start < n and text[start].isspace():
+            start += 1
+    return [p for p in pieces if p]
+
+
+def _cut(text: str, start: int, limit: int) -> int:
+    """Position of the best cut in ``text[start:limit]`` (returns an index > start)."""
+    for lo in (start + (limit - start) // 2, start + 1):
+        i = text.rfind("\n\n", lo, limit)
+        if i > start:
+            return i
+        i = text.rfind("\n", lo, limit)
+        if i > start:
+            return i
+        last = None
+        for m in _SENTENCE_END.finditer(text, lo, limit):
+            last = m
+        if last is not None and last.end() > start:
+            return last.end()
+        i = text.rfind(" ", lo, limit)
+        if i > start:
+            return i
+    return limit
+
+
+# ====================================================================== decoding
+
+
+def decode_bytes(raw: bytes, *, where: str, errors: str) -> tuple[str, int]:
+    """UTF-8 text of ``raw`` and the number of undecodable byte sequences in it.
+
+    ``errors="strict"`` raises a :class:`UserError` naming ``where`` and the byte offset;
+    ``"replace"`` puts U+FFFD for each bad sequence and counts them.
+    """
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+        bad = 0
+    except UnicodeDecodeError as exc:
+        if errors == "strict":
+            raise UserError(
+                f"{where}: undecodable bytes at byte offset {exc.start} (not UTF-8); "
+                "use --errors replace to replace and count them"
+            ) from None
+        text = raw.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd") - raw.count(_FFFD_UTF8)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, bad
+
+
+# ====================================================================== user sources
+
+
+class FileSource(Source):
+    """A user's text files (one file, a glob or a directory); ``.jsonl`` files hold records."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        spec: str,
+        files: list[Path],
+        root: Path,
+        kind: str,
+        weight: float = 1.0,
+        text_field: str = "text",
+        errors: str = "replace",
+    ) -> None:
+        super().__init__(name=name, spec=spec, weight=weight)
+        self.files = files
+        self.root = root
+        self.kind = kind
+        self.text_field = text_field
+        self.errors = errors
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
+    def fingerprint(self) -> dict[str, Any]:
+        files = []
+        for path in self.files:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            stat = path.stat()
+            files.append([self._rel(path), stat.st_size, h.hexdigest()[:16]])
+        digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+        return {"kind": self.kind, "files": len(files), "content": digest}
+
+    def texts(self) -> Iterator[tuple[str, str]]:
+        self.undecodable = 0
+        for path in self.files:
+            rel = self._rel(path)
+            text, bad = decode_bytes(path.read_bytes(), where=str(path), errors=self.errors)
+            self.undecodable += bad
+            if path.suffix.lower() == ".jsonl":
+                yield from self._records(path, rel, text)
+            else:
+                yield rel, text
+
+    def _records(self, path: Path, rel: str, text: str) -> Iterator[tuple[str, str]]:
+        field = self.text_field
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
+                )
+            if field not in record:
+                keys = ", ".join(sorted(map(str, record))[:8]) or "none"
+                raise UserError(
+                    f"{path}:{lineno}: no field {field!r} (fields: {keys}); choose one with --text-field"
+                )
+            value = record[field]
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise UserError(
+                    f"{path}:{lineno}: field {field!r} holds {type(value).__name__}, expected text"
+                )
+            yield f"{rel}:{lineno}", value
+
+
+def _name_from_path(what: str) -> str:
+    """A source name from a path or glob: the file stem, else the last plain directory."""
+    parts = [p for p in Path(what).parts if p not in ("/", ".", "..")]
+    plain = [p for p in parts if not _GLOB_CHARS.search(p)]
+    if parts and not _GLOB_CHARS.search(parts[-1]):
+        stem = Path(parts[-1]).stem if Path(what).suffix else parts[-1]
+    else:
+        stem = plain[-1] if plain else "files"
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", stem).strip("._") or "files"
+    return name if name[0].isalnum() else f"s{name}"
+
+
+def _glob_root(pattern: str) -> Path:
+    """The directory part of a glob before its first wildcard (ids are relative to it)."""
+    parts = Path(pattern).parts
+    plain = []
+    for part in parts:
+        if _GLOB_CHARS.search(part):
+            break
+        plain.append(part)
+    return Path(*plain) if plain else Path(".")
+
+
+def user_source(spec: SourceSpec, *, text_field: str, errors: str) -> FileSource:
+    """Resolve a user spec to its files; a missing path or an empty match is a UserError."""
+    what = os.path.expanduser(spec.what)
+    name = spec.name or _name_from_path(what)
+    common = {
+        "name": name,
+        "spec": spec.spec,
+        "weight": 1.0,
+        "text_field": text_field,
+        "errors": errors,
+    }
+    if _GLOB_CHARS.search(what):
+        files = sorted(Path(p) for p in glob.glob(what, recursive=True) if os.path.isfile(p))
+        if not files:
+            raise UserError(f"source {spec.spec!r}: the pattern {what!r} matches no files")
+        return FileSource(files=files, root=_glob_root(what), kind="glob", **common)
+    path = Path(what)
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES
+        )
+        if not files:
+            raise UserError(f"source {spec.spec!r}: directory {path} holds no *.txt or *.md files")
+        return FileSource(files=files, root=path, kind="dir", **common)
+    if path.is_file():
+        kind = "jsonl" if path.suffix.lower() == ".jsonl" else "file"
+        return FileSource(files=[path], root=path.parent, kind=kind, **common)
+    raise UserError(f"source {spec.spec!r}: no such file or directory: {path}")
+
+
+def resolve_sources(
+    specs: tuple[str, ...] | list[str],
+    *,
+    weights: tuple[float, ...] | list[float] = (),
+    text_field: str = "text",
+    errors: str = "replace",
+) -> list[Source]:
+    """Turn spec strings into sources, checking that each exists and names are unique."""
+    from scalelab.data.builtin import BUILTINS, builtin_source
+
+    sources: list[Source] = []
+    for i, raw in enumerate(specs):
+        spec = parse_spec(raw)
+        if spec.what in BUILTINS and not os.path.exists(spec.what):
+            source: Source = builtin_source(spec.what, spec=spec.spec, name=spec.name)
+        elif _looks_like_name(spec.what) and not os.path.exists(spec.what):
+            close = difflib.get_close_matches(spec.what, list(BUILTINS), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(
+                f"source {raw!r}: not a built-in source and no such file or directory; {hint}"
+                f"built-ins are {', '.join(BUILTINS)}"
+            )
+        else:
+            source = user_source(spec, text_field=text_field, errors=errors)
+        if weights:
+            if spec.weight is not None and spec.weight != weights[i]:
+                raise UserError(
+                    f"source {raw!r}: weight {spec.weight:g} in the spec disagrees with weights[{i}]"
+                    f" = {weights[i]:g}; give it in one place"
+                )
+            source.weight = float(weights[i])
+        elif spec.weight is not None:
+            source.weight = spec.weight
+        sources.append(source)
+    names = [s.name for s in sources]
+    for name in names:
+        if names.count(name) > 1:
+            raise UserError(
+                f"two sources are named {name!r}; name them apart with NAME=WHAT, e.g. {name}2=..."
+            )
+    if all(s.weight == 0 for s in sources):
+        raise UserError("every source has weight 0; give at least one a positive weight")
+    return sources
+
+
+def _looks_like_name(what: str) -> bool:
+    """A bare word (no path separator, no suffix, no wildcard): meant as a built-in name."""
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", what))
