@@ -23,6 +23,7 @@ so readers can report it instead of hiding it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from scalelab.errors import UserError
@@ -90,16 +91,19 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
 
     The rule, in order:
 
-    1. non-O tags without a ``B-``/``I-``/... prefix -> ``IO`` (they must all be bare);
-    2. any ``E-``/``S-`` -> ``IOBES``; any ``L-``/``U-`` -> ``BILOU`` (both: error);
+    1. more bare non-O tags (no ``B-``/``I-``/... prefix) than prefixed ones -> ``IO``;
+    2. any ``E-``/``S-`` -> ``IOBES``; else any ``L-``/``U-`` -> ``BILOU`` (if both
+       occur, the more frequent family);
     3. only ``B-``/``I-``: count the entities opened by ``I-X`` (at the sentence start,
        after ``O`` or after another type) and those opened by ``B-X`` where IOB1 would
        have written ``I-X`` (not right after an X). No ``I-`` openers -> ``IOB2``; no such
        ``B-`` openers -> ``IOB1``; both -> the majority (ties ``IOB2``), the minority
        being annotation errors that the conversion repairs.
+
+    Tags that the chosen scheme does not allow are left for :func:`check_tag` to report.
     """
     bare = prefixed = 0
-    seen: set[str] = set()
+    seen: Counter[str] = Counter()
     i_open = b_open = 0
     for seq in sequences:
         prev_type = ""
@@ -112,24 +116,20 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
                 bare += 1
             else:
                 prefixed += 1
-                seen.add(prefix)
+                seen[prefix] += 1
             if prefix == "I" and typ != prev_type:
                 i_open += 1
             elif prefix == "B" and typ != prev_type:
                 b_open += 1
             prev_type = typ
-    if bare and prefixed:
-        raise UserError(
-            "tags mix prefixed (B-X/I-X) and bare (X) labels; pass the scheme explicitly or "
-            "fix the labels"
-        )
-    if bare:
+    # Mixtures pick the majority; the reader's per-tag check then names the first line
+    # holding a tag of the minority, which is more useful than a file-wide complaint.
+    if bare > prefixed:
         return "IO", "non-O tags have no B-/I- prefix"
-    if seen & set("ES") and seen & set("LU"):
-        raise UserError("tags mix IOBES (E-/S-) and BILOU (L-/U-) prefixes")
-    if seen & set("ES"):
+    es, lu = seen["E"] + seen["S"], seen["L"] + seen["U"]
+    if es and es >= lu:
         return "IOBES", "E-/S- prefixes present"
-    if seen & set("LU"):
+    if lu:
         return "BILOU", "L-/U- prefixes present"
     if i_open == 0:
         return "IOB2", "every entity opens with B-"

@@ -263,6 +263,17 @@ def _drop_or_raise_unseen(
         splits[name] = kept
 
 
+def _check_not_empty(splits: dict[str, tuple[Example, ...]], name: str) -> None:
+    for split in SPLITS:
+        if not splits[split]:
+            fix = (
+                f"set {split}_fraction > 0 or pass {split}_file"
+                if split != "train"
+                else "the data has too few examples"
+            )
+            raise UserError(f"task '{name}': the {split} split is empty; {fix}")
+
+
 def load_task(
     spec: str | Path | None = None,
     *,
@@ -364,15 +375,9 @@ def load_task(
     if max_examples is not None:
         notes.append(f"every split capped at {max_examples} examples")
 
+    _check_not_empty(splits, name)
     _drop_or_raise_unseen(splits, drop_unseen_labels, notes)
-    for split in SPLITS:
-        if not splits[split]:
-            fix = (
-                f"set {split}_fraction > 0 or pass {split}_file"
-                if split != "train"
-                else "the data has too few examples"
-            )
-            raise UserError(f"task '{name}': the {split} split is empty; {fix}")
+    _check_not_empty(splits, name)  # dropping may have emptied a split
 
     if kind == "ner":
         types = entity_types_of(ex.tags for ex in splits["train"])  # type: ignore[union-attr]
