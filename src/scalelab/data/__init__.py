@@ -1,7 +1,9 @@
 """Text sources, tokenizer training, token shards and batch sampling.
 
-Stage function: :func:`prepare` (``scalelab data prepare``). The trainer reads a dataset
-with :func:`open_dataset` and samples it with :class:`DecoderBatches` /
+Stage function: ``scalelab.data.prepare.prepare(cfg, root, out) -> Path`` (``scalelab data
+prepare``); import it from its module -- ``scalelab.data.prepare`` is the module, so that
+``import``, ``monkeypatch`` and ``mock.patch`` paths mean what they say. The trainer reads
+a dataset with :func:`open_dataset` and samples it with :class:`DecoderBatches` /
 :class:`EncoderBatches` and :func:`validation_batches`.
 
 Names are imported on first use, so ``import scalelab.data`` (and ``scalelab --help``)
@@ -13,15 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# The stage function shares its name with its module: bind the function now, or
-# `from scalelab.data import prepare` would find the submodule once it is loaded.
-# (The module imports only the standard library and scalelab's light modules.)
-from scalelab.data.prepare import prepare as prepare
-
 _EXPORTS = {
     "DataConfig": "scalelab.data.config",
     "DEFAULT_SOURCES": "scalelab.data.config",
     "prepare_dataset": "scalelab.data.prepare",
+    "shard_dtype": "scalelab.data.prepare",
     "PrepareResult": "scalelab.data.prepare",
     "open_dataset": "scalelab.data.dataset",
     "TokenDataset": "scalelab.data.dataset",
@@ -36,7 +34,7 @@ _EXPORTS = {
     "Source": "scalelab.data.sources",
 }
 
-__all__ = sorted([*_EXPORTS, "prepare"])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -23,12 +23,15 @@ interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,11 +124,37 @@ def prepare_dataset(
         if out is not None
         else Path(root) / f"{default_name(cfg, sources)}-{ident['content_hash']}"
     )
+    # Several processes (DDP ranks, parallel rungs of a study) may prepare the same
+    # dataset at once: the first builds it, the others wait and then reuse it.
+    with _locked(target.parent):
+        return _prepare_locked(cfg, sources, ident, target, exact=out is not None)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (a no-op where flock does not exist)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _prepare_locked(
+    cfg: DataConfig, sources: list[Source], ident: dict[str, Any], target: Path, *, exact: bool
+) -> PrepareResult:
     existing = _existing_manifest(target)
     if existing is not None:
         if existing.get("content_hash") == ident["content_hash"] and _complete(target):
             return PrepareResult(target, True, existing)
-        if out is not None and existing.get("content_hash") != ident["content_hash"]:
+        if exact and existing.get("content_hash") != ident["content_hash"]:
             raise UserError(
                 f"{target} holds another dataset (content hash {existing.get('content_hash')}, "
                 f"this config and these sources give {ident['content_hash']}); "

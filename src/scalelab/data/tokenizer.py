@@ -169,6 +169,9 @@ def save_hf_tokenizer(
     kwargs = {f"{role}_token": token for role, token in roles.items()}
     if kind == "bpe":
         kwargs["bos_token"] = roles["eos"]  # GPT-2 convention: one token begins and ends
+    else:
+        # BERT takes segment ids; without this the tokenizer would not return them.
+        kwargs["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
     out_dir = Path(out_dir)
     hf.save_pretrained(str(out_dir))
