@@ -176,14 +176,15 @@ def encode_ner(
     label2id: Mapping[str, int] | None = None,
     *,
     max_length: int = 128,
-    stride: int = 32,
+    stride: int | None = None,
     label_all_subwords: bool = False,
 ) -> NerEncoding:
     """Turn sentences into model windows with aligned labels (see the module docstring).
 
     ``examples`` are :class:`NerExample` (tags become label ids through ``label2id``) or
-    plain word lists for prediction (all labels ``-100``). ``stride`` is the overlap of
-    consecutive windows of a long sentence, in subword tokens.
+    plain word lists for prediction (all labels ``-100``). ``stride`` is the most overlap
+    of consecutive windows of a long sentence, in subword tokens (default: a quarter of
+    the room left by the special tokens).
     """
     _check_fast(tokenizer)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
@@ -192,6 +193,8 @@ def encode_ner(
         raise UserError(
             f"max_length={max_length} leaves no room next to {n_special} special tokens"
         )
+    if stride is None:
+        stride = budget // 4
     if not 0 <= stride < budget:
         raise UserError(
             f"stride must be in [0, {budget}) for max_length={max_length}, got {stride}"

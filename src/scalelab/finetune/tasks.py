@@ -24,7 +24,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from scalelab.config import Config
 from scalelab.errors import UserError
@@ -412,7 +412,7 @@ class TaskConfig(Config):
     """Dev data file; if absent, dev_fraction of the training data."""
     test_file: Path | None = None
     """Test data file; if absent, test_fraction of the training data."""
-    kind: str = "auto"
+    kind: Literal["auto", "ner", "classification"] = "auto"
     """ner, classification, or auto (.csv/.jsonl are classification, other files NER)."""
     scheme: str = "auto"
     """Tagging scheme of NER files: auto, IOB1, IOB2 (BIO), IOBES, BILOU or IO; converted to IOB2."""
