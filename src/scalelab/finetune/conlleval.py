@@ -40,7 +40,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 
 # (previous chunk tag, current chunk tag) pairs that end / start a chunk.
-_ENDS = frozenset({("B", "B"), ("B", "O"), ("I", "B"), ("I", "O"), ("E", "E"), ("E", "I"), ("E", "O")})
+_ENDS = frozenset(
+    {("B", "B"), ("B", "O"), ("I", "B"), ("I", "O"), ("E", "E"), ("E", "I"), ("E", "O")}
+)
 _STARTS = frozenset(
     {("B", "B"), ("I", "B"), ("O", "B"), ("O", "I"), ("E", "E"), ("E", "I"), ("O", "E")}
 )
@@ -114,7 +116,9 @@ def _display_names(tags: Sequence[Sequence[str]]) -> dict[str, str]:
     return {cut: next(iter(full)) for cut, full in full_by_cut.items() if len(full) == 1}
 
 
-def conlleval_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> ConllevalCounts:
+def conlleval_counts(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> ConllevalCounts:
     """Run the scorer's counting over sentences of gold and predicted tags.
 
     Sequences must be paired and of equal length (checked by the caller).

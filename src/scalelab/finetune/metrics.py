@@ -432,7 +432,13 @@ class ClassificationReport:
             f"macro-F1 {self.macro_f1:.{digits}f}"
         )
         return "\n".join(
-            [head, self.table.render(digits=digits), "", "confusion matrix:", self.render_confusion()]
+            [
+                head,
+                self.table.render(digits=digits),
+                "",
+                "confusion matrix:",
+                self.render_confusion(),
+            ]
         )
 
 
