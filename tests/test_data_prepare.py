@@ -296,3 +296,13 @@ def test_concurrent_prepares_build_once(corpus, tmp_path):
         t.join()
     assert len(results) == 2 and results[0].path == results[1].path
     assert sorted(r.reused for r in results) == [False, True]
+
+
+def test_cli_reports_replaced_bytes(capsys, corpus, tmp_path):
+    root_dir, _ = corpus
+    text = (root_dir / "books" / "book0.txt").read_bytes()
+    (tmp_path / "bad.txt").write_bytes(text[:2000] + b" \xff\xfe " + text[2000:])
+    argv = ["data", "prepare", "--sources", str(tmp_path / "bad.txt"), "--vocab-size", "300"]
+    assert main([*argv, "--root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "undecodable byte sequences replaced by U+FFFD -- bad: 2" in out

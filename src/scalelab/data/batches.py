@@ -245,10 +245,16 @@ class EncoderBatches:
         self.ordinary = np.setdiff1d(np.arange(dataset.vocab_size, dtype=np.int64), self.special)
         self.max_tokens = seq_len - n_special
         min_doc = 2 if nsp else 1
-        self.sources, self.probs = _probabilities(dataset, weights, split, min_doc + 1)
-        self._cum = np.cumsum(self.probs)
+        sources, probs = _probabilities(dataset, weights, split, min_doc + 1)
         self._tokens = {s: dataset.tokens(split, s) for s in dataset.sources}
         self._starts = {s: dataset.doc_starts(split, s) for s in dataset.sources}
+        # A segment A needs a document of min_doc tokens (the separator not counted).
+        usable = [int((np.diff(self._starts[s]) - 1).max()) >= min_doc for s in sources]
+        if not any(usable):
+            raise UserError(f"no {split} document has the {min_doc} tokens an encoder pair needs")
+        self.sources = [s for s, ok in zip(sources, usable) if ok]
+        self.probs = probs[np.asarray(usable)] / probs[np.asarray(usable)].sum()
+        self._cum = np.cumsum(self.probs)
         # Random B segments come from any document of the split, by length (BERT draws
         # them from the whole corpus).
         self._all = [s for s in dataset.sources if len(self._tokens[s]) > 1]
