@@ -283,11 +283,51 @@ def test_collator_pads_and_masks():
     assert batch["input_ids"][1, n1:].tolist() == [tok.pad_token_id] * (n0 - n1)
     assert batch["labels"][1, n1:].tolist() == [IGNORE] * (n0 - n1)
     assert "token_type_ids" in batch
+    batch_ner = batch["labels"]
     cls = encode_classification(byte_bpe(), ["alice", "bob met alice"], [0, 1], 32)
     batch = PadCollator.for_tokenizer(byte_bpe(), pad_to_multiple_of=8)(cls.features)
     longest = max(len(f.input_ids) for f in cls.features)
     assert batch["labels"].tolist() == [0, 1]
     assert batch["input_ids"].shape[1] % 8 == 0 and 0 <= batch["input_ids"].shape[1] - longest < 8
     assert "token_type_ids" not in batch
+    # Prompt tuning: labels shifted right by the virtual tokens; merge skips them again.
+    shifted = PadCollator.for_tokenizer(tok, virtual_tokens=3)(enc.windows)
+    assert shifted["labels"].shape == (2, 3 + n0) and shifted["input_ids"].shape == (2, n0)
+    assert shifted["labels"][:, :3].eq(IGNORE).all() and shifted["labels"][:, 3:].equal(batch_ner)
+    rows = [[0, 0, 0] + [lab if lab != IGNORE else 0 for lab in w.labels] for w in enc.windows]
+    assert merge_predictions(enc, rows, LABELS, virtual_tokens=3)[0] == list(SENT.tags)
     # Dicts work too (for HF Trainer-style datasets).
     assert collate([w.to_dict() for w in enc.windows])["input_ids"].shape == (2, n0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' own deprecation notice
+def test_virtual_token_padding_fits_peft_prompt_tuning():
+    # The pitfall: PEFT prompt tuning prepends virtual tokens to a token classifier's
+    # logits but not to its labels. The collator's padded labels make the loss work, and
+    # merging skips the virtual positions of a padded [windows, V + T, C] logits tensor.
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    from transformers import BertConfig, BertForTokenClassification
+
+    tok = wordpiece()
+    torch.manual_seed(0)
+    model = BertForTokenClassification(
+        BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=len(LABELS),
+        )
+    )
+    config = peft.PromptTuningConfig(task_type=peft.TaskType.TOKEN_CLS, num_virtual_tokens=4)
+    wrapped = peft.get_peft_model(model, config)
+    enc = encode_ner(tok, [SENT, NerExample(("bob",), ("B-PER",))], L2I)
+    batch = PadCollator.for_tokenizer(tok, virtual_tokens=4)(enc.windows)
+    out = wrapped(**batch)
+    assert out.logits.shape[:2] == batch["labels"].shape and torch.isfinite(out.loss)
+    merged = merge_predictions(enc, out.logits, LABELS, virtual_tokens=4)
+    assert [len(m) for m in merged] == [len(SENT.words), 1]
+    expected = out.logits[1, 4 + 1].argmax().item()  # "bob": position 1 after [CLS]
+    assert merged[1] == [LABELS[expected]]

@@ -180,3 +180,13 @@ def test_span_helpers():
     assert iob2_spans(tags) == [("A", 0, 2), ("B", 4, 5)]
     assert spans_to_iob2(6, [("A", 0, 2), ("B", 4, 5)]) == ("B-A", "I-A", "O", "O", "B-B", "O")
     assert iob2_labels(["PER", "LOC"]) == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+
+
+def test_split_words_for_raw_text():
+    from scalelab.finetune.examples import split_words
+
+    text = "Hi @bob, it's New-York! see https://x.y/z?a=1 #nlp 3.5%"
+    assert split_words(text) == [
+        "Hi", "@bob", ",", "it's", "New-York", "!", "see", "https://x.y/z?a=1", "#nlp", "3.5", "%",
+    ]  # fmt: skip
+    assert split_words("   ") == []

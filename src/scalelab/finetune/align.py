@@ -316,14 +316,16 @@ def merge_predictions(
     *,
     rule: Literal["central", "mean"] = "central",
     default: str = "O",
+    virtual_tokens: int = 0,
 ) -> list[list[str]]:
     """One tag per word of every encoded sentence, from per-window token predictions.
 
     ``predictions[k]`` belongs to ``encoding.windows[k]`` and holds, per token position
     of its ``input_ids`` (extra right padding is ignored), either a label id (shape
     ``[T]``) or logits (shape ``[T, num_labels]``); a padded array ``[windows, T(, C)]``
-    works too. Virtual tokens of prompt tuning must be removed first. ``rule`` picks the
-    window of a word seen twice (module docstring); ``"mean"`` needs logits.
+    works too. ``virtual_tokens`` leading positions of every row are skipped (the virtual
+    tokens of PEFT prompt / p-tuning). ``rule`` picks the window of a word seen twice
+    (module docstring); ``"mean"`` needs logits.
     """
     if rule not in ("central", "mean"):
         raise UserError(f"unknown merge rule '{rule}'; choose central or mean")
@@ -337,7 +339,7 @@ def merge_predictions(
     best: list[list[tuple[float, Any] | None]] = [[None] * n for n in encoding.n_words]
     sums: list[list[Any]] = [[None] * n for n in encoding.n_words]
     for window, pred in zip(encoding.windows, predictions):
-        pred = _as_array(pred)
+        pred = _as_array(pred)[virtual_tokens:]
         if rule == "mean" and pred.ndim != 2:
             raise UserError("rule='mean' needs logits of shape [tokens, num_labels]")
         content = [p for p, w in enumerate(window.word_ids) if w is not None]
@@ -487,19 +489,32 @@ class PadCollator:
     the right), ``token_type_ids`` when the features have them, and ``labels``: ``[batch,
     longest]`` padded with ``-100`` for token classification, ``[batch]`` for sequence
     classification.
+
+    ``virtual_tokens``: PEFT prompt / p-tuning put that many virtual tokens before the
+    input of a token classifier, so its logits are ``[batch, virtual + longest, C]`` while
+    PEFT leaves the labels alone; token labels then get ``virtual_tokens`` extra ``-100``
+    in front (``labels`` ``[batch, virtual + longest]``). Inputs are left as they are --
+    PEFT extends the attention mask itself.
     """
 
-    def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(
+        self, pad_token_id: int, *, pad_to_multiple_of: int | None = None, virtual_tokens: int = 0
+    ) -> None:
+        if virtual_tokens < 0:
+            raise ValueError(f"virtual_tokens must be >= 0, got {virtual_tokens}")
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.virtual_tokens = virtual_tokens
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: Any, *, pad_to_multiple_of: int | None = None) -> PadCollator:
+    def for_tokenizer(
+        cls, tokenizer: Any, *, pad_to_multiple_of: int | None = None, virtual_tokens: int = 0
+    ) -> PadCollator:
         # Decoder tokenizers often have no pad token; any id works under attention_mask 0.
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-        return cls(pad, pad_to_multiple_of=pad_to_multiple_of)
+        return cls(pad, pad_to_multiple_of=pad_to_multiple_of, virtual_tokens=virtual_tokens)
 
     def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
         import torch
@@ -522,7 +537,8 @@ class PadCollator:
         if all("labels" in r for r in rows):
             first = rows[0]["labels"]
             if isinstance(first, Sequence):
-                out["labels"] = torch.tensor([pad(r["labels"], IGNORE) for r in rows])
+                front = [IGNORE] * self.virtual_tokens
+                out["labels"] = torch.tensor([front + pad(r["labels"], IGNORE) for r in rows])
             else:
                 out["labels"] = torch.tensor([int(r["labels"]) for r in rows])
         return out

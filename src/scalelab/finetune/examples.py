@@ -7,6 +7,7 @@ any tokenizer, so a task can be loaded, split and perturbed without importing to
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Literal
 
 TaskKind = Literal["ner", "classification"]
@@ -49,3 +50,18 @@ class TextExample:
 
 
 Example = NerExample | TextExample
+
+
+# URLs, @mentions and #hashtags whole; words with inner hyphens/apostrophes/periods
+# ("state-of-the-art", "don't", "U.S"); any other non-space character alone.
+_WORDS = re.compile(r"https?://\S+|[@#]?\w+(?:[-'\u2019.]\w+)*|[^\w\s]")
+
+
+def split_words(text: str) -> list[str]:
+    """Split raw text into words for tagging (``scalelab predict`` on plain text).
+
+    A simple rule-based splitter: URLs, ``@mentions`` and ``#hashtags`` stay whole, words
+    keep inner hyphens, apostrophes and periods, punctuation stands alone.
+    ``"Hi @bob, it's New-York!"`` -> ``["Hi", "@bob", ",", "it's", "New-York", "!"]``.
+    """
+    return _WORDS.findall(text)
