@@ -4,8 +4,9 @@ The scorer reads one token per line (gold tag, then guessed tag, last on the lin
 blank lines between sentences, and decides chunk boundaries from pairs of consecutive
 tags. This module re-implements its rules -- described here in prose, the code is
 scalelab's own -- so that phrases found, correct phrases, gold phrases and token accuracy
-agree exactly with the script's for any input, fed as "each sentence followed by a blank
-line".
+agree exactly with the script's for any tag sequences, fed to it as "one token per line,
+each sentence followed by a blank line" (and no token spelled ``-X-``, which the script
+takes for a sentence boundary).
 
 Tag parsing. A tag is cut at hyphens and only the first two pieces are kept: the piece
 before the first hyphen is the *chunk tag* and the piece between the first and second
