@@ -28,8 +28,11 @@ Saving and reloading live in :mod:`scalelab.finetune.methods_io`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -292,7 +295,10 @@ class TaskModel(nn.Module):
         (it would read the last position, a pad token for the shorter rows).
         """
         self._full_logits = None
-        self.model(**inputs, return_dict=True)
+        # The model's own pooling warns that it cannot see padding in embeddings; it is
+        # replaced below, so that warning is silenced.
+        with _quiet_logger(type(self.hf_model).forward.__module__):
+            self.model(**inputs, return_dict=True)
         full = self._full_logits  # [B, P+T, C]
         self._full_logits = None
         mask = inputs.get("attention_mask")
@@ -508,6 +514,17 @@ def _check_task_kind(model: nn.Module, task_kind: str) -> None:
         raise ValueError(
             f"task_kind '{task_kind}' needs a ...{want[task_kind]} model, got {type(model).__name__}"
         )
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _last_token_pooling(model: nn.Module) -> bool:

@@ -71,8 +71,8 @@ def load_base_model(
         raise UserError(f"model directory not found: {path}")
     if not (path / "config.json").is_file():
         raise UserError(
-            f"{path} has no config.json; give a Hugging Face checkpoint directory "
-            "(save_pretrained layout) or a scalelab run directory"
+            f"{path} has no config.json, so it is not a Hugging Face checkpoint; give the "
+            "directory that holds config.json and the weights (save_pretrained layout)"
         )
     from transformers import (
         AutoModelForSequenceClassification,
@@ -89,9 +89,9 @@ def load_base_model(
         kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
     if label2id is not None:
         kwargs["label2id"] = {k: int(v) for k, v in label2id.items()}
-    # transformers reports the head it initialised as "MISSING": expected here, and the
-    # missing keys are kept below.
-    # A head of another size (a checkpoint fine-tuned on other labels) is re-initialised.
+    # transformers reports the head it initialised as "MISSING" (expected; the missing keys
+    # are kept below). A head of another size (a checkpoint fine-tuned on other labels) is
+    # re-initialised rather than refused.
     with _quiet_transformers():
         try:
             model, info = auto.from_pretrained(
