@@ -1,0 +1,88 @@
+"""Scaling-law fitting: Chinchilla Approaches 1-3, Kaplan forms, power laws, user forms,
+bootstrap uncertainty, extrapolation checks, compute-optimal allocation, downstream fits.
+
+Pure functions over a tidy :class:`RunTable` returning frozen, JSON-serialisable results::
+
+    from scalelab.laws import load_table, fit_chinchilla, bootstrap
+
+    table = load_table("runs.csv", n="params", d="tokens", loss="loss")
+    fit = fit_chinchilla(table)
+    fit = fit.with_bootstrap(bootstrap(table, fit, n=1000, seed=0))
+    print(fit.summary())
+    print(fit.optimal([1e21, 1e23]).rows())
+
+Names are imported lazily (numpy and scipy load on first use, not with the package).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # tables
+    "RunTable": "scalelab.laws.table",
+    "load_table": "scalelab.laws.table",
+    "table_from_arrays": "scalelab.laws.table",
+    "flops_per_nd": "scalelab.laws.table",
+    # parametric fits
+    "LawFit": "scalelab.laws.fits",
+    "Diagnostics": "scalelab.laws.fits",
+    "FitWarning": "scalelab.laws.fits",
+    "fit_form": "scalelab.laws.fits",
+    "fit_kaplan": "scalelab.laws.fits",
+    "fit_power_law": "scalelab.laws.fits",
+    "fit_custom": "scalelab.laws.fits",
+    "compare_models": "scalelab.laws.fits",
+    "ModelComparison": "scalelab.laws.fits",
+    "ChinchillaFit": "scalelab.laws.chinchilla",
+    "fit_chinchilla": "scalelab.laws.chinchilla",
+    "chinchilla_loss": "scalelab.laws.chinchilla",
+    "hoffmann_grid": "scalelab.laws.chinchilla",
+    "small_grid": "scalelab.laws.chinchilla",
+    "optimal_allocation": "scalelab.laws.chinchilla",
+    "parse_expression": "scalelab.laws.expr",
+    "make_form": "scalelab.laws.forms",
+    # approaches 1 and 2
+    "IsoFLOPFit": "scalelab.laws.isoflop",
+    "IsoFLOPWarning": "scalelab.laws.isoflop",
+    "EnvelopeFit": "scalelab.laws.isoflop",
+    "fit_isoflop": "scalelab.laws.isoflop",
+    "fit_envelope": "scalelab.laws.isoflop",
+    # uncertainty and validation
+    "BootstrapResult": "scalelab.laws.bootstrap",
+    "bootstrap": "scalelab.laws.bootstrap",
+    "prediction_intervals": "scalelab.laws.bootstrap",
+    "ExtrapolationResult": "scalelab.laws.validation",
+    "extrapolation_check": "scalelab.laws.validation",
+    # downstream
+    "fit_metric_power_law": "scalelab.laws.downstream",
+    "fit_sigmoid": "scalelab.laws.downstream",
+    "fit_ladder": "scalelab.laws.downstream",
+    "predict_ladder": "scalelab.laws.downstream",
+    "ladder_holdout": "scalelab.laws.downstream",
+    "label_efficiency": "scalelab.laws.downstream",
+    "LadderFit": "scalelab.laws.downstream",
+    "LabelEfficiency": "scalelab.laws.downstream",
+    "SigmoidFit": "scalelab.laws.downstream",
+    # results and I/O
+    "Allocation": "scalelab.laws.results",
+    "Interval": "scalelab.laws.results",
+    "save_fit": "scalelab.laws.results",
+    "load_fit": "scalelab.laws.results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scalelab.laws' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

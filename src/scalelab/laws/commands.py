@@ -1,0 +1,105 @@
+"""CLI: ``scalelab fit``, ``predict``, ``optimal``, ``plot`` (scaling laws).
+
+Handlers turn flags into a stage config and call the stage in :mod:`.stages`; numpy and
+scipy are imported only inside them, so ``scalelab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from scalelab.cli import subparser
+    from scalelab.config import add_config_arguments
+    from scalelab.laws.stages import FitConfig, OptimalConfig, PlotConfig, PredictConfig
+
+    p = subparser(
+        sub,
+        "fit",
+        help="fit a scaling law (Chinchilla, Kaplan, power law, IsoFLOP, custom) to a table of runs",
+        example="scalelab fit runs.csv --n params --d tokens --loss loss --bootstrap 1000 --out fit.json",
+    )
+    p.add_argument("table", metavar="TABLE.csv", help="CSV of runs, one row per run")
+    add_config_arguments(p, FitConfig, skip=("table",))
+    p.set_defaults(func=_fit)
+
+    p = subparser(
+        sub,
+        "predict",
+        help="predict loss from a fit JSON (with intervals if it has a bootstrap)",
+        example="scalelab predict fit.json --n 7e9 --d 1.4e11",
+    )
+    p.add_argument("path", metavar="PATH", help="a fit JSON written by `scalelab fit --out`")
+    add_config_arguments(p, PredictConfig, skip=("path",))
+    p.set_defaults(func=predict_from_fit)
+
+    p = subparser(
+        sub,
+        "optimal",
+        help="compute-optimal N, D, tokens per parameter and loss at given compute budgets",
+        example="scalelab optimal fit.json --compute 1e21,1e23",
+    )
+    p.add_argument("path", metavar="FIT.json", help="a fit JSON written by `scalelab fit --out`")
+    add_config_arguments(p, OptimalConfig, skip=("path",))
+    p.set_defaults(func=_optimal)
+
+    p = subparser(
+        sub,
+        "plot",
+        help="PNG figures of a fit: loss vs N, residuals, IsoFLOP profiles, optimal allocation",
+        example="scalelab plot fit.json --out plots/",
+    )
+    p.add_argument("path", metavar="FIT.json", help="a fit JSON written by `scalelab fit --out`")
+    add_config_arguments(p, PlotConfig, skip=("path",))
+    p.set_defaults(func=_plot)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.laws.stages import FitConfig, run_fit
+
+    fit, text = run_fit(config_from_args(FitConfig, args))
+    print(text)
+    diag = getattr(fit, "diagnostics", None)
+    return 0 if diag is None or diag.converged else 1
+
+
+def predict_from_fit(args: argparse.Namespace) -> int:
+    """``scalelab predict PATH``: a fit JSON gives a law prediction; anything else goes to
+    the fine-tuning stage's text prediction (``scalelab.finetune.commands.predict_run``)."""
+    from scalelab.config import config_from_args
+    from scalelab.errors import UserError
+    from scalelab.laws.stages import PredictConfig, is_fit_json, run_predict
+
+    path = Path(args.path)
+    if is_fit_json(path):
+        _, text = run_predict(config_from_args(PredictConfig, args))
+        print(text)
+        return 0
+    try:
+        from scalelab.finetune.commands import predict_run  # type: ignore[attr-defined]
+    except ImportError:
+        raise UserError(
+            f"{path} is not a fit JSON (a JSON file from `scalelab fit --out`)"
+        ) from None
+    return int(predict_run(args) or 0)
+
+
+def _optimal(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.laws.stages import OptimalConfig, run_optimal
+
+    _, text = run_optimal(config_from_args(OptimalConfig, args))
+    print(text)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.laws.stages import PlotConfig, run_plot
+
+    _, text = run_plot(config_from_args(PlotConfig, args))
+    print(text)
+    return 0

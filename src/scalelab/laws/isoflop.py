@@ -1,0 +1,428 @@
+"""Chinchilla Approaches 1 and 2: compute-optimal scaling without a parametric loss law.
+
+**Approach 2 (IsoFLOP profiles)**, Hoffmann et al. (2022, section 3.2): group the runs by
+compute budget; for each budget fit a parabola (optionally a cubic) of loss against
+``log N``; its minimum is that budget's loss-optimal model size, and ``D_opt = C/(k N_opt)``.
+A minimum outside the sampled sizes is extrapolation, so it is flagged and left out of the
+final fit; one at the edge of the samples is flagged. Then ``N_opt = k_N C^a`` and
+``D_opt = k_D C^b`` are fitted by least squares in log-log space.
+
+**Approach 1 (training-curve envelope)**, Hoffmann et al. (2022, section 3.1): from the
+intermediate evaluations of several runs, take at each compute value on a log grid the
+lowest loss over all runs' curves (interpolated linearly in log C) and record which model
+size achieves it; fit the same two power laws to those minima.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from scalelab.errors import UserError
+from scalelab.laws.results import Allocation, Result, register
+from scalelab.laws.table import RunTable
+
+
+class IsoFLOPWarning(UserWarning):
+    """An IsoFLOP profile whose minimum is not bracketed by the data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerFit(Result):
+    """``y = k x^exponent`` fitted by least squares on logs."""
+
+    kind: ClassVar[str] = "power_fit"
+    k: float
+    exponent: float
+    exponent_se: float
+    log_k_se: float
+    r2: float
+    n: int
+
+    def __call__(self, x: float | np.ndarray) -> np.ndarray:
+        return self.k * np.asarray(x, dtype=np.float64) ** self.exponent
+
+
+def fit_loglog(x: np.ndarray, y: np.ndarray) -> PowerFit:
+    """OLS of ``log y`` on ``log x`` with standard errors (nan with fewer than 3 points)."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    n = lx.size
+    if n < 2 or np.ptp(lx) == 0:
+        raise UserError("a power law across budgets needs at least 2 distinct budgets")
+    design = np.column_stack([np.ones(n), lx])
+    coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
+    resid = ly - design @ coef
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
+    if n > 2:
+        s2 = float(np.sum(resid**2)) / (n - 2)
+        cov = s2 * np.linalg.inv(design.T @ design)
+        se_k, se_e = float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))
+    else:
+        se_k = se_e = math.nan
+    return PowerFit(
+        k=float(np.exp(coef[0])),
+        exponent=float(coef[1]),
+        exponent_se=se_e,
+        log_k_se=se_k,
+        r2=r2,
+        n=n,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoFLOPProfile(Result):
+    """One budget's profile: polynomial in log N and its minimum."""
+
+    kind: ClassVar[str] = "isoflop_profile"
+    budget: float
+    n_points: int
+    coeffs: tuple[float, ...]
+    """Polynomial coefficients in ``log N``, highest power first (``np.polyval`` order)."""
+    log_n_range: tuple[float, float]
+    n_opt: float
+    d_opt: float
+    loss_opt: float
+    status: str
+    """``ok``; ``edge`` (minimum next to the smallest/largest size sampled);
+    ``outside`` (minimum beyond the sampled sizes); ``no minimum``; ``too few points``."""
+    used: bool
+    """Whether this budget enters the power-law fits."""
+
+
+class _AllocationLaws:
+    """Shared by the IsoFLOP and envelope results: N_opt, D_opt and loss laws in C."""
+
+    n_opt_law: PowerFit
+    d_opt_law: PowerFit
+    loss_law: PowerFit | None
+
+    @property
+    def a(self) -> float:
+        return self.n_opt_law.exponent
+
+    @property
+    def b(self) -> float:
+        return self.d_opt_law.exponent
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "k_N": self.n_opt_law.k,
+            "k_D": self.d_opt_law.k,
+        }
+
+    def optimal(self, compute: float | Sequence[float]) -> Allocation:
+        cs = np.atleast_1d(np.asarray(compute, dtype=np.float64))
+        if not (np.isfinite(cs).all() and (cs > 0).all()):
+            raise UserError(f"compute budgets must be positive numbers, got {compute!r}")
+        n_opt, d_opt = self.n_opt_law(cs), self.d_opt_law(cs)
+        loss = self.loss_law(cs) if self.loss_law is not None else np.full_like(cs, math.nan)
+        return Allocation(
+            compute=tuple(cs.tolist()),
+            n_opt=tuple(n_opt.tolist()),
+            d_opt=tuple(d_opt.tolist()),
+            tokens_per_param=tuple((d_opt / n_opt).tolist()),
+            loss=tuple(np.asarray(loss).tolist()),
+        )
+
+
+@register("isoflop")
+@dataclasses.dataclass(frozen=True)
+class IsoFLOPFit(_AllocationLaws, Result):
+    """Approach 2 result: per-budget profiles and the allocation power laws."""
+
+    kind: ClassVar[str] = "isoflop"
+    degree: int
+    profiles: tuple[IsoFLOPProfile, ...]
+    n_opt_law: PowerFit
+    d_opt_law: PowerFit
+    loss_law: PowerFit | None
+    flops_per_nd: float | None
+    source: str = ""
+    warnings: tuple[str, ...] = ()
+    budget_column: str | None = None
+    """The column that named the budgets (None: runs were grouped by C)."""
+    budget_rtol: float = 0.1
+
+    def summary(self) -> str:
+        lines = [
+            f"IsoFLOP (Approach 2) fit, degree {self.degree}, {len(self.profiles)} budgets "
+            f"({sum(p.used for p in self.profiles)} used), {self.source}"
+        ]
+        for p in self.profiles:
+            lines.append(
+                f"  C={p.budget:.3g}: {p.n_points} runs, N_opt {p.n_opt:.4g}, D_opt {p.d_opt:.4g}, "
+                f"loss {p.loss_opt:.4g} [{p.status}{'' if p.used else ', not used'}]"
+            )
+        lines.append(_law_line("N_opt", self.n_opt_law))
+        lines.append(_law_line("D_opt", self.d_opt_law))
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        return "\n".join(lines)
+
+
+def _law_line(name: str, law: PowerFit) -> str:
+    se = f" +- {law.exponent_se:.3f}" if math.isfinite(law.exponent_se) else ""
+    return f"  {name} = {law.k:.4g} * C^{law.exponent:.4f}{se}  (R^2 {law.r2:.4f}, {law.n} points)"
+
+
+def budget_groups(
+    table: RunTable, budget: str | None = None, *, rtol: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels [P] int, budgets [G])``: from a budget column, or by clustering C values.
+
+    Without a column, runs whose C lie within a factor ``1 + rtol`` of their neighbour (in
+    sorted order) share a budget, valued at the geometric mean of their C.
+    """
+    if budget is not None:
+        if budget not in table.extra:
+            raise UserError(
+                f"{table.source}: no budget column '{budget}' (load it with extra=['{budget}'])"
+            )
+        vals = np.asarray(table.extra[budget])
+        if vals.dtype == object or not (np.isfinite(vals).all() and (vals > 0).all()):
+            raise UserError(f"{table.source}: budget column '{budget}' must hold positive numbers")
+        budgets, labels = np.unique(vals, return_inverse=True)
+        return labels, budgets.astype(np.float64)
+    table.require("C", what="grouping runs by compute budget")
+    lc = np.log(table.C)
+    order = np.argsort(lc)
+    labels = np.empty(len(table), dtype=np.int64)
+    g = 0
+    for j, i in enumerate(order):
+        if j > 0 and lc[i] - lc[order[j - 1]] > math.log1p(rtol):
+            g += 1
+        labels[i] = g
+    budgets = np.array([math.exp(lc[labels == k].mean()) for k in range(g + 1)])
+    return labels, budgets
+
+
+def _poly_minimum(coeffs: np.ndarray) -> float | None:
+    """Location of the local minimum of a polynomial (degree 2 or 3), or None."""
+    deriv = np.polyder(coeffs)
+    second = np.polyder(deriv)
+    roots = np.roots(deriv)
+    mins = [r.real for r in roots if abs(r.imag) < 1e-12 and np.polyval(second, r.real) > 0]
+    if not mins:
+        return None
+    return float(min(mins, key=lambda r: np.polyval(coeffs, r)))
+
+
+def fit_isoflop(
+    table: RunTable,
+    *,
+    degree: int = 2,
+    budget: str | None = None,
+    budget_rtol: float = 0.1,
+    min_points: int = 3,
+    use_edges: bool = True,
+) -> IsoFLOPFit:
+    """Approach 2 on a table of runs at a few compute budgets (see the module docstring).
+
+    ``budget`` names a column of nominal budgets (loaded with ``extra=[...]``); otherwise
+    runs are grouped by C. ``use_edges=False`` also leaves out budgets whose minimum sits
+    next to the smallest or largest size sampled. Emits :class:`IsoFLOPWarning` for every
+    budget whose minimum is not bracketed.
+    """
+    if degree not in (2, 3):
+        raise UserError(f"IsoFLOP profiles are parabolas (degree 2) or cubics (3), not {degree}")
+    table.require("N", "loss", what="an IsoFLOP fit")
+    labels, budgets = budget_groups(table, budget, rtol=budget_rtol)
+    k = table.flops_per_nd
+    if k is None and table.D is None:
+        raise UserError(f"{table.source}: IsoFLOP needs D or a FLOP convention to get D_opt")
+    profiles: list[IsoFLOPProfile] = []
+    notes: list[str] = []
+    for g, c in enumerate(budgets):
+        sel = labels == g
+        ln = np.log(table.N[sel])
+        y = table.loss[sel]
+        span = (float(ln.min()), float(ln.max()))
+        need = max(min_points, degree + 1)
+        if np.unique(ln).size < need:
+            profiles.append(
+                IsoFLOPProfile(
+                    budget=float(c), n_points=int(sel.sum()), coeffs=(), log_n_range=span,
+                    n_opt=math.nan, d_opt=math.nan, loss_opt=math.nan,
+                    status="too few points", used=False,
+                )
+            )  # fmt: skip
+            notes.append(f"budget {c:.3g}: only {np.unique(ln).size} distinct sizes, skipped")
+            continue
+        coeffs = np.polyfit(ln, y, degree)
+        x_min = _poly_minimum(coeffs)
+        if x_min is None:
+            status, used = "no minimum", False
+            n_opt = d_opt = loss_opt = math.nan
+        else:
+            xs = np.sort(np.unique(ln))
+            if x_min < xs[0] or x_min > xs[-1]:
+                status, used = "outside", False
+            elif x_min < xs[1] or x_min > xs[-2] or np.argmin(y) in (np.argmin(ln), np.argmax(ln)):
+                status, used = "edge", use_edges
+            else:
+                status, used = "ok", True
+            n_opt = math.exp(x_min)
+            loss_opt = float(np.polyval(coeffs, x_min))
+            if k is not None:
+                d_opt = float(c) / (k * n_opt)
+            else:  # no convention: read D_opt off the runs' own D at N_opt
+                ld = np.log(table.D[sel])
+                d_opt = float(np.exp(np.polyval(np.polyfit(ln, ld, 1), x_min)))
+        if status != "ok":
+            notes.append(f"budget {c:.3g}: minimum {status.replace('_', ' ')} of the sizes sampled")
+        profiles.append(
+            IsoFLOPProfile(
+                budget=float(c), n_points=int(sel.sum()), coeffs=tuple(coeffs.tolist()),
+                log_n_range=span, n_opt=n_opt, d_opt=d_opt, loss_opt=loss_opt,
+                status=status, used=used,
+            )
+        )  # fmt: skip
+    used = [p for p in profiles if p.used]
+    if len(used) < 2:
+        raise UserError(
+            f"{table.source}: only {len(used)} budget(s) have a bracketed minimum; an IsoFLOP "
+            "fit needs at least 2 (sample sizes on both sides of the optimum)"
+        )
+    cs = np.array([p.budget for p in used])
+    n_law = fit_loglog(cs, np.array([p.n_opt for p in used]))
+    d_law = fit_loglog(cs, np.array([p.d_opt for p in used]))
+    l_law = fit_loglog(cs, np.array([p.loss_opt for p in used]))
+    for note in notes:
+        warnings.warn(f"IsoFLOP: {note}", IsoFLOPWarning, stacklevel=2)
+    return IsoFLOPFit(
+        degree=degree,
+        profiles=tuple(profiles),
+        n_opt_law=n_law,
+        d_opt_law=d_law,
+        loss_law=l_law,
+        flops_per_nd=k,
+        source=table.source,
+        warnings=tuple(notes),
+        budget_column=budget,
+        budget_rtol=budget_rtol,
+    )
+
+
+# ====================================================================== Approach 1
+
+
+@register("envelope")
+@dataclasses.dataclass(frozen=True)
+class EnvelopeFit(_AllocationLaws, Result):
+    """Approach 1 result: the lower envelope of training curves and the allocation laws."""
+
+    kind: ClassVar[str] = "envelope"
+    compute: tuple[float, ...]
+    """The compute grid where at least ``min_runs`` curves overlap."""
+    loss: tuple[float, ...]
+    """Lowest interpolated loss at each grid value."""
+    n_at_min: tuple[float, ...]
+    d_at_min: tuple[float, ...]
+    run_at_min: tuple[str, ...]
+    n_opt_law: PowerFit
+    d_opt_law: PowerFit
+    loss_law: PowerFit | None
+    n_runs: int
+    source: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        runs = sorted(set(self.run_at_min))
+        lines = [
+            f"training-curve envelope (Approach 1): {self.n_runs} runs, {len(self.compute)} "
+            f"compute values, {len(runs)} runs on the envelope ({self.source})",
+            _law_line("N_opt", self.n_opt_law),
+            _law_line("D_opt", self.d_opt_law),
+        ]
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def fit_envelope(curves: RunTable, *, n_grid: int = 200, min_runs: int = 2) -> EnvelopeFit:
+    """Approach 1 from training curves: rows are (run, N, D_t, C_t, loss_t) evaluations.
+
+    The table's ``group`` column identifies the run; each run's loss is interpolated
+    linearly in ``log C`` between its evaluations. At each of ``n_grid`` log-spaced compute
+    values covered by at least ``min_runs`` runs, the run with the lowest loss gives
+    N_opt(C) and D_opt(C) (its tokens at that compute, interpolated in log C).
+    """
+    if curves.group is None:
+        raise UserError(f"{curves.source}: Approach 1 needs a run id column (group=...)")
+    curves.require("N", "D", "C", what="Approach 1")
+    if n_grid < 2 or min_runs < 1:
+        raise UserError("n_grid must be >= 2 and min_runs >= 1")
+    runs = []
+    for rid in dict.fromkeys(curves.group.tolist()):
+        sel = curves.group == rid
+        order = np.argsort(curves.C[sel])
+        lc = np.log(curves.C[sel][order])
+        if np.unique(lc).size < 2:
+            continue
+        n_vals = curves.N[sel]
+        if np.ptp(np.log(n_vals)) > 1e-6:
+            raise UserError(f"{curves.source}: run '{rid}' has more than one N")
+        runs.append(
+            (str(rid), float(n_vals[0]), lc, curves.loss[sel][order], np.log(curves.D[sel][order]))
+        )
+    if len(runs) < 2:
+        raise UserError(f"{curves.source}: Approach 1 needs curves (2+ evaluations) of 2+ runs")
+    grid = np.linspace(min(r[2][0] for r in runs), max(r[2][-1] for r in runs), n_grid)
+    loss = np.full((len(runs), n_grid), np.inf)  # [runs, grid]
+    log_d = np.zeros((len(runs), n_grid))
+    for i, (_, _, lc, y, ld) in enumerate(runs):
+        inside = (grid >= lc[0]) & (grid <= lc[-1])
+        loss[i, inside] = np.interp(grid[inside], lc, y)
+        log_d[i, inside] = np.interp(grid[inside], lc, ld)
+    covered = np.isfinite(loss).sum(axis=0) >= min_runs
+    if covered.sum() < 2:
+        raise UserError(
+            f"{curves.source}: fewer than 2 compute values are covered by {min_runs} runs"
+        )
+    best = np.argmin(loss[:, covered], axis=0)
+    cols = np.flatnonzero(covered)
+    c_vals = np.exp(grid[covered])
+    n_at = np.array([runs[i][1] for i in best])
+    d_at = np.exp(log_d[best, cols])
+    notes = []
+    on_env = sorted({runs[i][0] for i in best})
+    if len(on_env) < 2:
+        notes.append(
+            f"a single run ({on_env[0]}) forms the whole envelope; the exponents are meaningless"
+        )
+    elif len(on_env) < 3:
+        notes.append("only 2 runs form the envelope; the exponents rest on one switch point")
+    for note in notes:
+        warnings.warn(f"Approach 1: {note}", IsoFLOPWarning, stacklevel=2)
+    if np.ptp(np.log(n_at)) == 0:
+        n_law = PowerFit(
+            k=float(n_at[0]),
+            exponent=0.0,
+            exponent_se=math.nan,
+            log_k_se=math.nan,
+            r2=0.0,
+            n=n_at.size,
+        )
+    else:
+        n_law = fit_loglog(c_vals, n_at)
+    return EnvelopeFit(
+        compute=tuple(c_vals.tolist()),
+        loss=tuple(loss[best, cols].tolist()),
+        n_at_min=tuple(n_at.tolist()),
+        d_at_min=tuple(d_at.tolist()),
+        run_at_min=tuple(runs[i][0] for i in best),
+        n_opt_law=n_law,
+        d_opt_law=fit_loglog(c_vals, d_at),
+        loss_law=fit_loglog(c_vals, loss[best, cols]),
+        n_runs=len(runs),
+        source=curves.source,
+        warnings=tuple(notes),
+    )

@@ -1,0 +1,374 @@
+"""The scaling-law stages behind ``scalelab fit / predict / optimal / plot``.
+
+Each stage takes one typed config and returns its result plus the text it prints; the CLI
+handlers in :mod:`.commands` only turn flags into these configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from scalelab.config import Config
+from scalelab.errors import UserError
+
+FORMS = (
+    "chinchilla",
+    "kaplan_n",
+    "kaplan_d",
+    "kaplan_c",
+    "kaplan_nd",
+    "power_n",
+    "power_d",
+    "power_c",
+    "isoflop",
+    "custom",
+)
+FormName = Literal[
+    "chinchilla",
+    "kaplan_n",
+    "kaplan_d",
+    "kaplan_c",
+    "kaplan_nd",
+    "power_n",
+    "power_d",
+    "power_c",
+    "isoflop",
+    "custom",
+]
+
+
+@dataclasses.dataclass(kw_only=True)
+class TableConfig(Config):
+    """Where the runs are and which columns mean what."""
+
+    table: Path
+    """CSV (or TSV) file of runs, one row per run."""
+    n: str | None = None
+    """Column with the parameter count N."""
+    d: str | None = None
+    """Column with the training tokens D."""
+    c: str | None = None
+    """Column with the training FLOPs C."""
+    loss: str = "loss"
+    """Column with the loss (or the fitted quantity)."""
+    group: str | None = None
+    """Column of cluster labels (runs sharing a model resample together in the bootstrap)."""
+    weight: str | None = None
+    """Column of observation weights."""
+    where: tuple[str, ...] = ()
+    """Keep only rows with COLUMN=VALUE (repeatable, comma-separated)."""
+    flops_convention: str = "6nd"
+    """C = k N D convention used to derive a missing one of N, D, C ('6nd', '8nd', 'none')."""
+    check_units: bool = True
+    """Fail when C, N and D are all given but C is far from k N D (units mixed up)."""
+    budget: str | None = None
+    """IsoFLOP: column of nominal compute budgets (default: group runs by C)."""
+
+    def load(self) -> Any:
+        from scalelab.laws.table import load_table
+
+        return load_table(
+            self.table,
+            n=self.n,
+            d=self.d,
+            c=self.c,
+            loss=self.loss,
+            group=self.group,
+            weight=self.weight,
+            extra=(self.budget,) if self.budget else (),
+            where=list(self.where),
+            flops_convention=self.flops_convention,
+            check_units=self.check_units,
+        )
+
+    def table_spec(self) -> dict[str, Any]:
+        """The loading options, saved in the fit JSON so `scalelab plot` can reload the table."""
+        names = [f.name for f in dataclasses.fields(TableConfig)]
+        spec = {k: v for k, v in self.to_dict().items() if k in names}
+        spec["table"] = str(Path(self.table).resolve())
+        return spec
+
+
+@dataclasses.dataclass(kw_only=True)
+class FitConfig(TableConfig):
+    """Options of ``scalelab fit``."""
+
+    form: FormName = "chinchilla"
+    """Law to fit: chinchilla, kaplan_n/d/c/nd, power_n/d/c (E + A x^-alpha), isoflop, custom."""
+    expression: str | None = None
+    """custom form: expression over N, D, C and parameters, e.g. 'E + A/N**alpha'."""
+    param: tuple[str, ...] = ()
+    """custom form: parameter bounds NAME=LO:HI (repeatable, comma-separated)."""
+    delta: float = 1e-3
+    """Huber delta on log-residuals (Hoffmann et al. 2022 used 1e-3)."""
+    drop_highest: int = 0
+    """Drop this many highest-loss points first (Besiroglu et al. 2024 dropped 5)."""
+    grid: Literal["hoffmann", "small"] = "hoffmann"
+    """chinchilla: start grid (hoffmann = the 4,500 starts of Hoffmann et al.; small = 243)."""
+    degree: int = 2
+    """isoflop: polynomial degree of each profile (2 or 3)."""
+    bootstrap: int = 0
+    """Bootstrap resamples for intervals (0: none; 1000 is typical)."""
+    seed: int = 0
+    """Bootstrap seed."""
+    level: float = 0.95
+    """Interval level."""
+    compute: tuple[float, ...] = ()
+    """Also report the compute-optimal allocation at these budgets (FLOPs)."""
+    out: Path | None = None
+    """Write the fit as JSON here."""
+
+    def validate(self) -> None:
+        if self.form == "custom" and (not self.expression or not self.param):
+            raise UserError(
+                "--form custom needs --expression and --param NAME=LO:HI for each parameter"
+            )
+        if self.form != "custom" and (self.expression or self.param):
+            raise UserError("--expression/--param only apply to --form custom")
+        if not self.delta > 0:
+            raise UserError(f"--delta must be positive, got {self.delta}")
+        if self.drop_highest < 0:
+            raise UserError(f"--drop-highest must be >= 0, got {self.drop_highest}")
+        if self.bootstrap < 0 or self.bootstrap == 1:
+            raise UserError(f"--bootstrap must be 0 or at least 2, got {self.bootstrap}")
+        if not 0 < self.level < 1:
+            raise UserError(f"--level must be between 0 and 1, got {self.level}")
+        if self.degree not in (2, 3):
+            raise UserError(f"--degree must be 2 or 3, got {self.degree}")
+
+
+def run_fit(cfg: FitConfig) -> tuple[Any, str]:
+    """Fit the configured law; save it (with its table spec) when ``out`` is set."""
+    from scalelab.laws.bootstrap import bootstrap
+    from scalelab.laws.chinchilla import fit_chinchilla, small_grid
+    from scalelab.laws.expr import parse_param_bounds
+    from scalelab.laws.fits import FitWarning, fit_custom, fit_kaplan, fit_power_law
+    from scalelab.laws.isoflop import IsoFLOPWarning, fit_isoflop
+
+    table = cfg.load()
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        if cfg.form == "isoflop":
+            fit: Any = fit_isoflop(table, degree=cfg.degree, budget=cfg.budget)
+        else:
+            kw = {"delta": cfg.delta, "drop_highest": cfg.drop_highest}
+            if cfg.form == "chinchilla":
+                grid = small_grid() if cfg.grid == "small" else None
+                fit = fit_chinchilla(table, grid=grid, **kw)
+            elif cfg.form.startswith("kaplan_"):
+                fit = fit_kaplan(table, variable=cfg.form.split("_", 1)[1].upper(), **kw)
+            elif cfg.form.startswith("power_"):
+                fit = fit_power_law(table, variable=cfg.form[-1].upper(), **kw)
+            else:
+                assert cfg.expression is not None
+                fit = fit_custom(table, cfg.expression, parse_param_bounds(cfg.param), **kw)
+            if cfg.bootstrap:
+                boot = bootstrap(table, fit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
+                fit = fit.with_bootstrap(boot)
+        # The fits' own warnings are part of their summaries; show anything else.
+        shown = (FitWarning, IsoFLOPWarning)
+        caught = [str(w.message) for w in record if not issubclass(w.category, shown)]
+    lines = [fit.summary()]
+    lines.extend(f"  note: {c}" for c in caught)
+    if cfg.bootstrap and getattr(fit, "bootstrap", None) is not None:
+        b = fit.bootstrap
+        lines.append(
+            f"  bootstrap: {b.n_ok}/{b.n} resamples converged ({b.method}, {b.seconds:.1f} s)"
+        )
+        for name in ("a", "b"):
+            if name in b.intervals:
+                iv = b.intervals[name]
+                lines.append(f"  {name:>8} = {iv.estimate:.4f}   [{iv.lo:.4f}, {iv.hi:.4f}]")
+    if cfg.compute:
+        lines.append(format_allocation(fit.optimal(list(cfg.compute))))
+    if cfg.out is not None:
+        data = fit.to_dict()
+        data["table_spec"] = cfg.table_spec()
+        from scalelab.utils.io import atomic_write_json
+
+        atomic_write_json(cfg.out, data)
+        lines.append(f"wrote {cfg.out}")
+    return fit, "\n".join(lines)
+
+
+def format_allocation(alloc: Any) -> str:
+    head = f"  {'compute':>10} {'N_opt':>12} {'D_opt':>12} {'tokens/param':>13} {'loss':>8}"
+    lines = ["compute-optimal allocation:", head]
+    for row in alloc.rows():
+        line = (
+            f"  {row['compute']:>10.3g} {row['n_opt']:>12.4g} {row['d_opt']:>12.4g} "
+            f"{row['tokens_per_param']:>13.2f} {row['loss']:>8.4f}"
+        )
+        if "n_opt_lo" in row:
+            line += (
+                f"   N [{row['n_opt_lo']:.3g}, {row['n_opt_hi']:.3g}]"
+                f" D [{row['d_opt_lo']:.3g}, {row['d_opt_hi']:.3g}]"
+                f" D/N [{row['tokens_per_param_lo']:.3g}, {row['tokens_per_param_hi']:.3g}]"
+                f" L [{row['loss_lo']:.4f}, {row['loss_hi']:.4f}]"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def read_fit_json(path: Path) -> tuple[Any, dict[str, Any]]:
+    """(result, raw JSON) of a saved fit."""
+    from scalelab.laws.results import result_from_dict
+
+    if not Path(path).is_file():
+        raise UserError(f"fit file not found: {path}")
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    return result_from_dict(raw, where=str(path)), raw
+
+
+def is_fit_json(path: str | Path) -> bool:
+    """Whether ``path`` is a JSON file holding a scalelab fit (has a 'form' key)."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".json":
+        return False
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(raw, dict) and "form" in raw
+
+
+@dataclasses.dataclass(kw_only=True)
+class PredictConfig(Config):
+    """Options of ``scalelab predict FIT.json``."""
+
+    path: Path
+    """A fit JSON written by `scalelab fit --out`."""
+    n: tuple[float, ...] = ()
+    """Parameter counts (comma-separated)."""
+    d: tuple[float, ...] = ()
+    """Token counts (comma-separated; broadcast against --n)."""
+    c: tuple[float, ...] = ()
+    """FLOPs (comma-separated), for laws in C."""
+    level: float | None = None
+    """Interval level (default: the bootstrap's)."""
+
+    def validate(self) -> None:
+        if not (self.n or self.d or self.c):
+            raise UserError("predict needs --n, --d and/or --c values")
+
+
+def run_predict(cfg: PredictConfig) -> tuple[dict[str, Any], str]:
+    import numpy as np
+
+    from scalelab.laws.bootstrap import prediction_intervals
+    from scalelab.laws.fits import LawFit
+
+    fit, _ = read_fit_json(cfg.path)
+    if not isinstance(fit, LawFit):
+        raise UserError(f"{cfg.path}: a {fit.kind} result has no loss law to predict with")
+    kw = {k.upper(): np.asarray(v) for k, v in (("n", cfg.n), ("d", cfg.d), ("c", cfg.c)) if v}
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in kw.values()))
+    except ValueError:
+        raise UserError("--n, --d, --c need equal lengths (or a single value)") from None
+    kw = {k: np.broadcast_to(a, shape) for k, a in kw.items()}
+    data = fit.inputs(**kw)
+    if fit.bootstrap is not None:
+        out = prediction_intervals(fit, level=cfg.level, **kw)
+    else:
+        out = {"estimate": fit.predict(**kw)}
+    lines = [f"{fit.form}: {fit.formula}"]
+    for i in range(out["estimate"].size):
+        where = ", ".join(f"{v}={data[v][i]:.4g}" for v in data)
+        line = f"  {where}: {out['estimate'][i]:.5f}"
+        if "lo" in out:
+            line += (
+                f"  law [{out['lo'][i]:.5f}, {out['hi'][i]:.5f}]"
+                f"  new run [{out['pred_lo'][i]:.5f}, {out['pred_hi'][i]:.5f}]"
+            )
+        lines.append(line)
+    if fit.bootstrap is None:
+        lines.append("  (no intervals: fit with --bootstrap N to get them)")
+    return out, "\n".join(lines)
+
+
+@dataclasses.dataclass(kw_only=True)
+class OptimalConfig(Config):
+    """Options of ``scalelab optimal FIT.json --compute C``."""
+
+    path: Path
+    """A fit JSON written by `scalelab fit --out`."""
+    compute: tuple[float, ...] = ()
+    """Compute budgets in FLOPs (comma-separated)."""
+    level: float = 0.95
+    """Interval level (intervals need a fit with a bootstrap)."""
+
+    def validate(self) -> None:
+        if not self.compute:
+            raise UserError("optimal needs --compute C (FLOPs; comma-separated for several)")
+        if any(not (c > 0 and math.isfinite(c)) for c in self.compute):
+            raise UserError(f"--compute values must be positive, got {list(self.compute)}")
+
+
+def run_optimal(cfg: OptimalConfig) -> tuple[Any, str]:
+    fit, _ = read_fit_json(cfg.path)
+    if not hasattr(fit, "optimal"):
+        raise UserError(f"{cfg.path}: a {fit.kind} result has no compute-optimal allocation")
+    try:
+        alloc = fit.optimal(list(cfg.compute), level=cfg.level)
+    except TypeError:  # IsoFLOP/envelope results take no level (no intervals)
+        alloc = fit.optimal(list(cfg.compute))
+    return alloc, format_allocation(alloc)
+
+
+@dataclasses.dataclass(kw_only=True)
+class PlotConfig(Config):
+    """Options of ``scalelab plot FIT.json``."""
+
+    path: Path
+    """A fit JSON written by `scalelab fit --out`."""
+    table: Path | None = None
+    """The runs table (default: the one the fit was made from, as saved in the JSON)."""
+    out: Path = Path("plots")
+    """Directory for the PNG files."""
+
+
+def run_plot(cfg: PlotConfig) -> tuple[list[Path], str]:
+    from scalelab.laws import plots
+    from scalelab.laws.fits import LawFit
+    from scalelab.laws.isoflop import EnvelopeFit, IsoFLOPFit
+
+    fit, raw = read_fit_json(cfg.path)
+    spec = dict(raw.get("table_spec") or {})
+    if cfg.table is not None:
+        spec["table"] = str(cfg.table)
+    table = None
+    if spec.get("table"):
+        table = TableConfig.from_dict(spec).load()
+    written: list[Path] = []
+    out = Path(cfg.out)
+
+    def save(fig: Any, name: str) -> None:
+        written.append(plots.save_figure(fig, out / name))
+
+    if isinstance(fit, LawFit):
+        if table is None:
+            raise UserError(f"{cfg.path}: no table saved with the fit; pass --table TABLE.csv")
+        save(plots.plot_loss_vs_n(table, fit), "loss_vs_n.png")
+        save(plots.plot_residuals(table, fit), "residuals.png")
+        if {"N", "D"} <= set(fit.variables) and fit.flops_per_nd is not None:
+            save(plots.plot_optimal(fit), "optimal.png")
+    elif isinstance(fit, IsoFLOPFit):
+        if table is None:
+            raise UserError(f"{cfg.path}: no table saved with the fit; pass --table TABLE.csv")
+        save(plots.plot_isoflop(table, fit), "isoflop.png")
+        save(plots.plot_optimal(fit), "optimal.png")
+    elif isinstance(fit, EnvelopeFit):
+        save(plots.plot_optimal(fit), "optimal.png")
+    else:
+        raise UserError(f"{cfg.path}: no plots for a {fit.kind} result")
+    return written, "\n".join(f"wrote {p}" for p in written)

@@ -1,0 +1,493 @@
+"""The tidy run table every fit takes: N parameters, D tokens, C FLOPs, loss, groups.
+
+:func:`load_table` builds a :class:`RunTable` from a CSV path, a dict of columns, a list of
+row dicts, or any DataFrame-like object with ``.to_dict("list")`` (pandas is not a
+dependency). Missing quantities are derived from a FLOP convention (``C = 6 N D`` by
+default), and when all three are given their consistency is checked, so a table with
+tokens in billions or FLOPs in PF-days fails loudly instead of producing a wrong law.
+Every error names the source, the row (1-based, as in a spreadsheet's data rows) and the
+column.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scalelab.errors import UserError
+
+ROLES = ("N", "D", "C", "loss")
+
+
+def flops_per_nd(convention: str) -> float | None:
+    """``"6nd"`` -> 6.0 (C = 6 N D, Kaplan et al. 2020); ``"none"`` -> None; ``"8nd"`` -> 8.0."""
+    text = str(convention).strip().lower()
+    if text in ("none", "off", ""):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*\*?\s*nd", text)
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(
+            f"flops convention {convention!r} is not understood; use '6nd' (C = 6 N D), "
+            "another factor such as '8nd', or 'none'"
+        )
+    return float(match.group(1))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunTable:
+    """A validated table of runs (all arrays float64 ``[P]``, read-only).
+
+    ``N``, ``D`` and ``C`` may be ``None`` when the table does not have them (a table of
+    ``C, loss`` can still be fitted with ``L(C)``); ``loss`` is always present.
+    """
+
+    loss: np.ndarray
+    """The fitted quantity (loss, or an error/metric for downstream fits), ``[P]``."""
+    N: np.ndarray | None = None
+    """Parameters per model, ``[P]``."""
+    D: np.ndarray | None = None
+    """Training tokens, ``[P]``."""
+    C: np.ndarray | None = None
+    """Training FLOPs, ``[P]``."""
+    group: np.ndarray | None = None
+    """Cluster labels (object array of str): runs that share a model resample together."""
+    weights: np.ndarray | None = None
+    """Observation weights (non-negative), ``[P]``."""
+    extra: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Other columns carried along (numeric where they parse as numbers)."""
+    rows: np.ndarray | None = None
+    """Row number of each point in the source (1-based data rows), for messages."""
+    source: str = "table"
+    """Where the table came from (for messages)."""
+    columns: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Role -> source column name (``{"N": "Model Size", ...}``), for messages."""
+    flops_per_nd: float | None = 6.0
+    """k in C = k N D used to derive or check columns (None: no convention)."""
+
+    def __post_init__(self) -> None:
+        n = self.loss.shape[0]
+        if self.rows is None:
+            object.__setattr__(self, "rows", np.arange(1, n + 1))
+        for name in ("loss", "N", "D", "C", "weights", "rows"):
+            arr = getattr(self, name)
+            if arr is not None:
+                arr.setflags(write=False)
+
+    def __len__(self) -> int:
+        return int(self.loss.shape[0])
+
+    def column_name(self, role: str) -> str:
+        return self.columns.get(role, role)
+
+    def require(self, *roles: str, what: str = "this fit") -> None:
+        """Raise :class:`UserError` unless the table has every quantity in ``roles``."""
+        missing = [r for r in roles if getattr(self, r) is None]
+        if missing:
+            raise UserError(
+                f"{self.source}: {what} needs {', '.join(missing)}, but the table has no "
+                f"{'/'.join(missing)} column (give it, or C and a --flops-convention to derive it)"
+            )
+
+    def require_points(self, k: int, what: str) -> None:
+        """Raise unless there are more points than the ``k`` parameters of ``what``."""
+        if len(self) <= k:
+            raise UserError(
+                f"{self.source}: {what} has {k} parameters but the table has only {len(self)} "
+                f"point{'s' if len(self) != 1 else ''}; it needs at least {k + 1}"
+            )
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> RunTable:
+        """The rows at ``index`` (integer positions or a boolean mask), as a new table."""
+        idx = np.asarray(index)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.array(a[idx])
+
+        return dataclasses.replace(
+            self,
+            loss=np.array(self.loss[idx]),
+            N=take(self.N),
+            D=take(self.D),
+            C=take(self.C),
+            group=take(self.group),
+            weights=take(self.weights),
+            extra={k: np.array(v[idx]) for k, v in self.extra.items()},
+            rows=np.array(self.rows[idx]),
+        )
+
+    def drop_highest(self, k: int) -> tuple[RunTable, tuple[int, ...]]:
+        """Drop the ``k`` highest-loss points (Besiroglu et al. 2024 dropped 5).
+
+        Returns the table and the source row numbers dropped.
+        """
+        if k <= 0:
+            return self, ()
+        if k >= len(self):
+            raise UserError(f"{self.source}: cannot drop {k} of {len(self)} points")
+        order = np.argsort(self.loss, kind="stable")
+        keep = np.sort(order[: len(self) - k])
+        dropped = tuple(int(r) for r in np.sort(self.rows[order[len(self) - k :]]))
+        return self.subset(keep), dropped
+
+    def without_rows(self, rows: Iterable[int]) -> RunTable:
+        """The table without the given source row numbers (unknown numbers are ignored)."""
+        drop = set(int(r) for r in rows)
+        if not drop:
+            return self
+        return self.subset(np.array([int(r) not in drop for r in self.rows]))
+
+    def to_columns(self) -> dict[str, list[Any]]:
+        """Plain columns (for writing a CSV or building another table)."""
+        out: dict[str, list[Any]] = {}
+        for role in ("N", "D", "C", "loss"):
+            arr = getattr(self, role)
+            if arr is not None:
+                out[role] = arr.tolist()
+        if self.group is not None:
+            out["group"] = self.group.tolist()
+        if self.weights is not None:
+            out["weight"] = self.weights.tolist()
+        for k, v in self.extra.items():
+            out[k] = v.tolist()
+        return out
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Min and max of each quantity present (JSON-safe)."""
+        out = {}
+        for role in ROLES:
+            arr = getattr(self, role)
+            if arr is not None and arr.size:
+                out[role] = (float(arr.min()), float(arr.max()))
+        return out
+
+
+# ====================================================================== loading
+
+
+def load_table(
+    source: Any,
+    *,
+    n: str | None = None,
+    d: str | None = None,
+    c: str | None = None,
+    loss: str = "loss",
+    group: str | None = None,
+    weight: str | None = None,
+    extra: Sequence[str] = (),
+    where: Mapping[str, str] | Sequence[str] | None = None,
+    flops_convention: str = "6nd",
+    check_units: bool = True,
+    unit_tolerance: float = 3.0,
+    name: str | None = None,
+) -> RunTable:
+    """Build a validated :class:`RunTable`.
+
+    ``n``, ``d``, ``c``, ``loss``, ``group``, ``weight`` name the source columns (matched
+    exactly, then case-insensitively). With a FLOP convention ``C = k N D``, a missing one
+    of N, D, C is derived from the other two; when all three are given, every row must have
+    ``C / (k N D)`` within a factor ``unit_tolerance`` of 1, or the units are called
+    inconsistent (``check_units=False`` or ``flops_convention="none"`` skips the check).
+    ``where`` keeps only rows whose column equals a value (``{"experiment": "x"}`` or
+    ``["experiment=x"]``), e.g. one experiment of a file holding several.
+    """
+    if isinstance(source, RunTable):
+        return source
+    label, header, data = _read_source(source, name)
+    if not header:
+        raise UserError(f"{label}: the table has no columns")
+    row_ids = np.arange(1, len(next(iter(data.values()), [])) + 1)  # source row numbers
+    if where:
+        data, row_ids = _filter_rows(data, header, where, label, row_ids)
+    if not data or not any(len(v) for v in data.values()):
+        raise UserError(f"{label}: the table has no rows")
+    if unit_tolerance <= 1:
+        raise UserError(f"unit_tolerance must be > 1, got {unit_tolerance}")
+    k = flops_per_nd(flops_convention)
+
+    def col(role: str, wanted: str | None) -> tuple[str, list[Any]] | None:
+        if wanted is None:
+            return None
+        found = _find_column(header, wanted, label, role)
+        return found, data[found]
+
+    spec = {"N": col("N", n), "D": col("D", d), "C": col("C", c), "loss": col("loss", loss)}
+    columns = {role: found[0] for role, found in spec.items() if found is not None}
+    values: dict[str, np.ndarray | None] = {}
+    for role, found in spec.items():
+        values[role] = None if found is None else _numbers(found[1], label, found[0], row_ids)
+    for role in ROLES:
+        arr = values[role]
+        if arr is not None:
+            _check_positive(arr, label, columns[role], row_ids)
+    _derive(values, columns, k, label, check_units, unit_tolerance, row_ids)
+
+    group_arr = None
+    if group is not None:
+        gname = _find_column(header, group, label, "group")
+        group_arr = np.array([_text(v) for v in data[gname]], dtype=object)
+        empty = [i for i, v in enumerate(group_arr) if v == ""]
+        if empty:
+            raise UserError(
+                f"{label} row {row_ids[empty[0]]}, column '{gname}': the group is empty"
+            )
+    weights = None
+    if weight is not None:
+        wname = _find_column(header, weight, label, "weight")
+        weights = _numbers(data[wname], label, wname, row_ids)
+        bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+        if bad.size:
+            raise UserError(
+                f"{label} row {row_ids[bad[0]]}, column '{wname}': weight {weights[bad[0]]!r} "
+                "must be finite and non-negative"
+            )
+        if not weights.any():
+            raise UserError(f"{label}, column '{wname}': all weights are zero")
+    extras: dict[str, np.ndarray] = {}
+    for e in extra:
+        ename = _find_column(header, e, label, "extra")
+        raw = data[ename]
+        try:
+            extras[e] = np.array([float(_text(v)) for v in raw], dtype=np.float64)
+        except ValueError:
+            extras[e] = np.array([_text(v) for v in raw], dtype=object)
+    return RunTable(
+        loss=values["loss"],  # type: ignore[arg-type]
+        N=values["N"],
+        D=values["D"],
+        C=values["C"],
+        group=group_arr,
+        weights=weights,
+        extra=extras,
+        rows=row_ids,
+        source=label,
+        columns=columns,
+        flops_per_nd=k,
+    )
+
+
+def table_from_arrays(
+    *,
+    loss: Sequence[float] | np.ndarray,
+    N: Sequence[float] | np.ndarray | None = None,  # noqa: N803 - the field's name
+    D: Sequence[float] | np.ndarray | None = None,  # noqa: N803
+    C: Sequence[float] | np.ndarray | None = None,  # noqa: N803
+    group: Sequence[Any] | None = None,
+    weights: Sequence[float] | None = None,
+    flops_convention: str = "6nd",
+    check_units: bool = True,
+    name: str = "arrays",
+) -> RunTable:
+    """Convenience: a validated table from arrays (same checks as :func:`load_table`)."""
+    cols: dict[str, Any] = {"loss": list(np.asarray(loss, dtype=float))}
+    kw: dict[str, Any] = {}
+    for key, arr in (("N", N), ("D", D), ("C", C)):
+        if arr is not None:
+            cols[key] = list(np.asarray(arr, dtype=float))
+            kw[key.lower()] = key
+    if group is not None:
+        cols["group"] = [str(g) for g in group]
+        kw["group"] = "group"
+    if weights is not None:
+        cols["weight"] = list(np.asarray(weights, dtype=float))
+        kw["weight"] = "weight"
+    return load_table(
+        cols,
+        loss="loss",
+        flops_convention=flops_convention,
+        check_units=check_units,
+        name=name,
+        **kw,
+    )
+
+
+def _read_source(source: Any, name: str | None) -> tuple[str, list[str], dict[str, list[Any]]]:
+    """-> (label, header, columns) from a path, dict, list of dicts, or DataFrame-like."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        label = name or str(path)
+        if not path.is_file():
+            raise UserError(f"table file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise UserError(f"{label}: not a UTF-8 text file") from None
+        delim = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        reader = csv.reader(text.splitlines(), delimiter=delim)
+        lines = [r for r in reader if r and any(cell.strip() for cell in r)]
+        if not lines:
+            raise UserError(f"{label}: the file is empty")
+        header = [h.strip() for h in lines[0]]
+        _check_header(header, label)
+        cols: dict[str, list[Any]] = {h: [] for h in header}
+        for i, row in enumerate(lines[1:], start=1):
+            if len(row) != len(header):
+                raise UserError(
+                    f"{label} row {i}: has {len(row)} fields but the header has {len(header)}"
+                )
+            for h, v in zip(header, row):
+                cols[h].append(v)
+        return label, header, cols
+    label = name or type(source).__name__
+    if hasattr(source, "to_dict") and not isinstance(source, Mapping):
+        try:
+            source = source.to_dict("list")  # pandas-style DataFrame
+        except TypeError:
+            raise UserError(f"{label}: to_dict('list') did not give columns") from None
+    if isinstance(source, Mapping):
+        header = [str(k) for k in source]
+        _check_header(header, label)
+        cols = {str(k): list(np.asarray(v, dtype=object).ravel()) for k, v in source.items()}
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in cols.items())
+            raise UserError(f"{label}: columns have different lengths ({sizes})")
+        return label, header, cols
+    if isinstance(source, Sequence) and all(isinstance(r, Mapping) for r in source):
+        header = []
+        for r in source:
+            for key in r:
+                if str(key) not in header:
+                    header.append(str(key))
+        cols = {h: [] for h in header}
+        for i, r in enumerate(source, start=1):
+            for h in header:
+                if h not in r:
+                    raise UserError(f"{label} row {i}: column '{h}' is missing")
+                cols[h].append(r[h])
+        return label, header, cols
+    raise UserError(
+        f"cannot read a table from {type(source).__name__}: give a CSV path, a dict of "
+        "columns, a list of row dicts, or a DataFrame"
+    )
+
+
+def _filter_rows(
+    data: dict[str, list[Any]],
+    header: list[str],
+    where: Mapping[str, str] | Sequence[str],
+    label: str,
+    row_ids: np.ndarray,
+) -> tuple[dict[str, list[Any]], np.ndarray]:
+    if not isinstance(where, Mapping):
+        pairs = {}
+        for item in where:
+            if "=" not in item:
+                raise UserError(f"row filter {item!r} must look like COLUMN=VALUE")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = value.strip()
+        where = pairs
+    n = len(next(iter(data.values())))
+    keep = np.ones(n, dtype=bool)
+    for key, value in where.items():
+        col = _find_column(header, key, label, "a row filter")
+        keep &= np.array([_text(v) == str(value).strip() for v in data[col]])
+    if not keep.any():
+        conds = ", ".join(f"{k}={v}" for k, v in where.items())
+        raise UserError(f"{label}: no rows match {conds}")
+    kept = {k: [v for v, ok in zip(vals, keep) if ok] for k, vals in data.items()}
+    return kept, row_ids[keep]
+
+
+def _check_header(header: list[str], label: str) -> None:
+    seen: set[str] = set()
+    for i, h in enumerate(header, start=1):
+        if not h:
+            raise UserError(f"{label}: column {i} of the header has no name")
+        if h in seen:
+            raise UserError(f"{label}: column '{h}' appears twice in the header")
+        seen.add(h)
+
+
+def _find_column(header: list[str], wanted: str, label: str, role: str) -> str:
+    if wanted in header:
+        return wanted
+    folded = [h for h in header if h.lower() == wanted.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"columns are: {', '.join(header)}"
+    raise UserError(f"{label}: no column '{wanted}' for {role}; {hint}")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return str(value).strip()
+
+
+def _numbers(raw: list[Any], label: str, column: str, row_ids: np.ndarray) -> np.ndarray:
+    out = np.empty(len(raw), dtype=np.float64)
+    for i, v in enumerate(raw):
+        row = int(row_ids[i])
+        if isinstance(v, bool):
+            raise UserError(f"{label} row {row}, column '{column}': {v!r} is not a number")
+        if isinstance(v, int | float | np.integer | np.floating):
+            out[i] = float(v)
+            continue
+        text = _text(v)
+        if text == "":
+            raise UserError(f"{label} row {row}, column '{column}': the value is empty")
+        try:
+            out[i] = float(text.replace("_", ""))
+        except ValueError:
+            raise UserError(
+                f"{label} row {row}, column '{column}': {text!r} is not a number"
+            ) from None
+    return out
+
+
+def _check_positive(arr: np.ndarray, label: str, column: str, row_ids: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
+    if bad.size:
+        i = int(bad[0])
+        what = "not finite" if not np.isfinite(arr[i]) else "not positive"
+        more = f" (and {bad.size - 1} more rows)" if bad.size > 1 else ""
+        raise UserError(f"{label} row {row_ids[i]}, column '{column}': {arr[i]!r} is {what}{more}")
+
+
+def _derive(
+    values: dict[str, np.ndarray | None],
+    columns: dict[str, str],
+    k: float | None,
+    label: str,
+    check_units: bool,
+    tolerance: float,
+    row_ids: np.ndarray,
+) -> None:
+    """Fill a missing one of N, D, C from C = k N D, or check the three agree."""
+    n, d, c = values["N"], values["D"], values["C"]
+    if k is None:
+        return
+    if n is not None and d is not None and c is None:
+        values["C"] = k * n * d
+        columns["C"] = f"{k:g}*N*D"
+    elif n is not None and c is not None and d is None:
+        values["D"] = c / (k * n)
+        columns["D"] = f"C/({k:g}*N)"
+    elif d is not None and c is not None and n is None:
+        values["N"] = c / (k * d)
+        columns["N"] = f"C/({k:g}*D)"
+    elif n is not None and d is not None and c is not None and check_units:
+        ratio = c / (k * n * d)
+        bad = np.flatnonzero((ratio > tolerance) | (ratio < 1.0 / tolerance))
+        if bad.size:
+            i = int(bad[0])
+            raise UserError(
+                f"{label} row {row_ids[i]}: inconsistent units: {columns['C']} = {c[i]:.4g} but "
+                f"{k:g} * {columns['N']} * {columns['D']} = {k * n[i] * d[i]:.4g} "
+                f"({ratio[i]:.3g}x; {bad.size} rows off by more than {tolerance:g}x); check "
+                "that N is in parameters, D in tokens and C in FLOPs, or pass "
+                "--flops-convention none"
+            )
