@@ -67,7 +67,15 @@ def test_cli_flags_priority(tmp_path):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, Outer)
     args = parser.parse_args(
-        ["--config", str(tmp_path / "c.yaml"), "--set", "steps=7", "--train.lr", "2e-3", "--no-bf16"]
+        [
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--set",
+            "steps=7",
+            "--train.lr",
+            "2e-3",
+            "--no-bf16",
+        ]
     )
     cfg = config_from_args(Outer, args)
     assert cfg.name == "file" and cfg.steps == 7 and cfg.train.lr == 2e-3 and cfg.bf16 is False
