@@ -37,7 +37,7 @@ def _positive_array(values: Any, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).ravel()
     bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
     if bad.size:
-        raise UserError(f"{name}[{bad[0]}] = {arr[bad[0]]!r} must be positive and finite")
+        raise UserError(f"{name}[{bad[0]}] = {float(arr[bad[0]])!r} must be positive and finite")
     return arr
 
 
@@ -46,7 +46,7 @@ def _error_from_metric(metric: np.ndarray, ceiling: float, name: str = "metric")
     bad = np.flatnonzero(~np.isfinite(err) | (err <= 0))
     if bad.size:
         raise UserError(
-            f"{name}[{bad[0]}] = {metric[bad[0]]!r} is not below the ceiling {ceiling}; "
+            f"{name}[{bad[0]}] = {float(metric[bad[0]])!r} is not below the ceiling {ceiling}; "
             "the error (ceiling - metric) must be positive"
         )
     return err
@@ -401,8 +401,11 @@ class LabelEfficiency(Result):
         lvl = self.bootstrap.level if level is None else level
         draws = self._needed(target, {k: np.asarray(v) for k, v in self.bootstrap.samples.items()})
         q = (1 - lvl) / 2
-        # Percentiles over all draws: an unreachable target in a resample counts as inf.
-        lo, hi = np.quantile(np.where(np.isfinite(draws), draws, np.inf), [q, 1 - q])
+        # Percentiles over all draws: an unreachable target in a resample counts as inf;
+        # no interpolation (between two infs it would give nan), rounding outwards.
+        vals = np.where(np.isfinite(draws), draws, np.inf)
+        lo = np.quantile(vals, q, method="lower")
+        hi = np.quantile(vals, 1 - q, method="higher")
         return Interval(estimate=point, lo=float(lo), hi=float(hi), level=lvl)
 
 

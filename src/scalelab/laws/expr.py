@@ -212,8 +212,8 @@ class _Compiler:
 
     def _call(self, node: ast.Call, depth: int) -> Node:
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS:
-            what = node.func.id if isinstance(node.func, ast.Name) else "this"
-            raise self._fail(node, f"function '{what}' is not allowed ({_ALLOWED_HELP})")
+            what = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            raise self._fail(node, f"calling '{what}' is not allowed ({_ALLOWED_HELP})")
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
             raise self._fail(node, f"{node.func.id}() takes exactly one argument")
         fn, dfn = _FUNCS[node.func.id]

@@ -31,6 +31,7 @@ CONVERGED_F = 1  # relative decrease of f below ftol
 STALLED = 2  # line search found no decrease (at the limit of float precision)
 MAX_ITER = 3  # iteration limit reached
 NOT_FINITE = 4  # the objective is not finite at the start point
+BEHIND = 5  # at its recent pace it cannot reach the best objective found before max_iter
 
 STATUS_TEXT = {
     CONVERGED_GRAD: "gradient below tolerance",
@@ -38,6 +39,7 @@ STATUS_TEXT = {
     STALLED: "line search made no progress",
     MAX_ITER: "iteration limit reached",
     NOT_FINITE: "objective not finite at the start",
+    BEHIND: "too slow to reach the best objective",
 }
 
 
@@ -66,6 +68,11 @@ def single_threaded_blas() -> Iterator[None]:
     The fits are many tiny array operations; a multi-threaded BLAS on a loaded 2-core
     machine was measured about 30x slower on them (DESIGN.md).
     """
+    # threadpoolctl only limits libraries already loaded when the context is entered, and
+    # scipy.optimize brings its own OpenBLAS: load it first (measured: an unlimited cold
+    # L-BFGS-B polish took 1.2 s instead of 0.1 s).
+    import scipy.optimize  # noqa: F401
+
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl ships with the environment
@@ -87,6 +94,7 @@ def batched_lbfgs(
     ftol: float = 1e-13,
     window: int = 30,
     window_tol: float = 1e-8,
+    behind: float = np.inf,
     c1: float = 1e-4,
     max_backtracks: int = 40,
 ) -> BatchResult:
@@ -98,7 +106,11 @@ def batched_lbfgs(
     stops when its objective fell by less than ``window_tol`` (relative) over the last
     ``window`` iterations: starts stranded on a plateau (a term of the law switched off,
     e.g. ``A N^-alpha`` ~ 1e-9) otherwise creep for thousands of iterations at ~1e-11 per
-    iteration without getting anywhere.
+    iteration without getting anywhere. For the same reason a start stops (``BEHIND``)
+    when, at its pace over the last ``window`` iterations, it could not get within a factor
+    ``1 + behind`` of the best objective of any start before ``max_iter``: it would end at
+    the iteration limit in a worse basin anyway (off by default: it assumes all rows
+    minimise the same objective, which a bootstrap batch does not).
     """
     x0 = np.array(x0, dtype=np.float64, ndmin=2)
     n_start, p = x0.shape
@@ -133,6 +145,7 @@ def batched_lbfgs(
     f_hist = np.repeat(f[None, :], window, axis=0)  # [W, s] objective of past iterations
     live = np.ones(rows.size, dtype=bool)
     n_live = rows.size
+    f_best = float(f.min()) if f.size else np.inf  # best objective of any start so far
 
     for it in range(max_iter):
         if n_live == 0:
@@ -231,9 +244,13 @@ def batched_lbfgs(
         status[(status < 0) & accepted & rel] = CONVERGED_F
         f_old = f_hist[it % window].copy()  # objective `window` iterations ago
         f_hist[it % window] = f
-        if it >= window:
+        if it >= window:  # noqa: SIM102
             flat = (f_old - f) <= window_tol * np.maximum(np.abs(f), 1e-300)
             status[(status < 0) & flat] = CONVERGED_F
+            f_best = min(f_best, float(f[live].min()))
+            reach = f - (f_old - f) / window * (max_iter - 1 - it)
+            slow = reach > f_best + behind * abs(f_best)
+            status[(status < 0) & slow] = BEHIND
         status[(status < 0) & ~accepted] = STALLED
         if it == max_iter - 1:
             status[status < 0] = MAX_ITER

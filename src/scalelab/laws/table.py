@@ -247,7 +247,7 @@ def load_table(
         bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
         if bad.size:
             raise UserError(
-                f"{label} row {row_ids[bad[0]]}, column '{wname}': weight {weights[bad[0]]!r} "
+                f"{label} row {row_ids[bad[0]]}, column '{wname}': weight {float(weights[bad[0]])!r} "
                 "must be finite and non-negative"
             )
         if not weights.any():
@@ -454,7 +454,9 @@ def _check_positive(arr: np.ndarray, label: str, column: str, row_ids: np.ndarra
         i = int(bad[0])
         what = "not finite" if not np.isfinite(arr[i]) else "not positive"
         more = f" (and {bad.size - 1} more rows)" if bad.size > 1 else ""
-        raise UserError(f"{label} row {row_ids[i]}, column '{column}': {arr[i]!r} is {what}{more}")
+        raise UserError(
+            f"{label} row {row_ids[i]}, column '{column}': {float(arr[i])!r} is {what}{more}"
+        )
 
 
 def _derive(
