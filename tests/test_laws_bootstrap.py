@@ -100,6 +100,14 @@ def test_refit_path_for_any_callable():
     assert b2.samples == b.samples
 
 
+def test_group_override(table_and_fit):
+    table, fit = table_and_fit
+    runs = bootstrap(table, fit, n=10, seed=0, group=False)
+    assert runs.group == "runs" and runs.n_clusters == len(table)
+    with pytest.raises(UserError, match="no column 'family' to cluster on"):
+        bootstrap(table, fit, n=10, group="family")
+
+
 def test_bad_arguments(table_and_fit):
     table, fit = table_and_fit
     with pytest.raises(UserError, match="at least 2 resamples"):

@@ -42,6 +42,12 @@ def test_leave_largest_out_predicts_the_largest_model():
     assert "extrapolation check" in res.summary()
 
 
+def test_largest_compute_alias():
+    res = extrapolation_check(ladder(), fit_small, holdout="largest-compute")
+    assert res.by == "C" and res.n_fits == 1 and len(res.points) >= 1
+    assert all(p.distance > 0 for p in res.points)
+
+
 def test_rollout_errors_shrink_as_more_sizes_are_seen():
     res = extrapolation_check(
         ladder(noise=0.0), fit_small, mode="rollout", by="N", min_train_levels=4

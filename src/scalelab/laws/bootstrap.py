@@ -77,6 +77,19 @@ class BootstrapResult(Result):
         return "\n".join(lines)
 
 
+def _with_group(table: RunTable, group: str | bool | None) -> RunTable:
+    if group is None or group is True:
+        return table
+    if group is False:
+        return dataclasses.replace(table, group=None)
+    if group not in table.extra:
+        raise UserError(
+            f"{table.source}: no column '{group}' to cluster on (load it with extra=[...])"
+        )
+    labels = np.array([str(v) for v in table.extra[group]], dtype=object)
+    return dataclasses.replace(table, group=labels, columns={**table.columns, "group": group})
+
+
 def resample_counts(
     table: RunTable, n: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, str, int]:
@@ -105,6 +118,7 @@ def bootstrap(
     seed: int = 0,
     level: float = 0.95,
     compute: Sequence[float] | None = None,
+    group: str | bool | None = None,
     extra_starts: int = 4,
     max_iter: int = 500,
 ) -> BootstrapResult:
@@ -113,9 +127,11 @@ def bootstrap(
     ``fit_fn`` is a fitted :class:`LawFit` (fast batched path; the fit's own settings --
     delta, dropped rows, weights -- are reused) or any callable ``table -> result`` whose
     result has a ``params`` mapping (refit per resample). ``compute`` adds intervals for
-    the compute-optimal allocation at those budgets. Cluster resampling follows the table's
-    ``group`` column. The same ``seed`` gives the same result.
+    the compute-optimal allocation at those budgets. Clusters: ``group=None`` follows the
+    table's ``group`` column (runs when it has none), ``False`` resamples single runs, and a
+    name picks a column loaded with ``extra=[...]``. The same ``seed`` gives the same result.
     """
+    table = _with_group(table, group)
     if n < 2:
         raise UserError(f"bootstrap needs at least 2 resamples, got {n}")
     if not 0 < level < 1:

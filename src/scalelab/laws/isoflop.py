@@ -205,6 +205,13 @@ def budget_groups(
     return labels, budgets
 
 
+_STATUS_NOTE = {
+    "outside": "the minimum lies outside the sizes sampled (extrapolated; not used)",
+    "edge": "the minimum sits at the edge of the sizes sampled",
+    "no minimum": "the profile has no minimum (not convex in log N; not used)",
+}
+
+
 def _poly_minimum(coeffs: np.ndarray) -> float | None:
     """Location of the local minimum of a polynomial (degree 2 or 3), or None."""
     deriv = np.polyder(coeffs)
@@ -278,7 +285,7 @@ def fit_isoflop(
                 ld = np.log(table.D[sel])
                 d_opt = float(np.exp(np.polyval(np.polyfit(ln, ld, 1), x_min)))
         if status != "ok":
-            notes.append(f"budget {c:.3g}: minimum {status.replace('_', ' ')} of the sizes sampled")
+            notes.append(f"budget {c:.3g}: {_STATUS_NOTE[status]}")
         profiles.append(
             IsoFLOPProfile(
                 budget=float(c), n_points=int(sel.sum()), coeffs=tuple(coeffs.tolist()),

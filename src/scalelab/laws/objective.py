@@ -147,6 +147,7 @@ class ChinchillaObjective:
                 np.empty((b, n)),  # r
                 np.empty((b, n)),  # c
                 np.empty((b, 4)),  # gradient pieces
+                np.empty((b, n)),  # c / 2
             )
         return self._buf[b]
 
@@ -160,7 +161,7 @@ class ChinchillaObjective:
             for i in range(0, s, self.block):
                 th = theta[i : i + self.block]
                 b = th.shape[0]
-                terms, u, r, c, gk = self._buffers(b)
+                terms, u, r, c, gk, u2 = self._buffers(b)
                 np.matmul(th, self._m, out=terms)
                 np.exp(terms, out=terms)  # [b, 2P]: A N^-alpha | B D^-beta
                 big_e = np.exp(th[:, 2])  # [b]
@@ -168,16 +169,15 @@ class ChinchillaObjective:
                 np.add(u, big_e[:, None], out=u)
                 np.log(u, out=r)
                 np.subtract(r, self.log_y, out=r)  # log-residuals [b, P]
-                np.clip(r, -delta, delta, out=c)  # huber'(r)
+                np.minimum(r, delta, out=c)  # c = clip(r, -delta, delta) = huber'(r)
+                np.maximum(c, -delta, out=c)
+                # huber(r) = c (r - c/2): r is not needed after this, so reuse its buffer.
+                np.multiply(c, 0.5, out=u2)
+                np.subtract(r, u2, out=r)
                 if self.weights is not None:
                     w = self.weights[rows[i : i + b]] if self.weights.shape[0] > 1 else self.weights
-                    np.multiply(c, w, out=c)
-                    # huber(r) = c (r - c/2) with c unweighted; weighted: w c r - (w c)^2/(2w)
-                    fb = np.einsum("bp,bp->b", c, r) - 0.5 * np.einsum(
-                        "bp,bp->b", c, np.clip(r, -delta, delta)
-                    )
-                else:
-                    fb = np.einsum("bp,bp->b", c, r) - 0.5 * np.einsum("bp,bp->b", c, c)
+                    np.multiply(c, w, out=c)  # w c: weighted huber and weighted gradient
+                fb = np.einsum("bp,bp->b", c, r)
                 np.divide(c, u, out=u)  # w c / u  [b, P]
                 terms.reshape(b, 2, n)[...] *= u[:, None, :]
                 np.matmul(terms, self._k, out=gk)

@@ -129,10 +129,14 @@ def extrapolation_check(
     """Fit on smaller runs, predict larger ones; errors against extrapolation distance.
 
     ``mode`` is ``"leave-largest-out"`` (``holdout`` = ``"largest"``: the top level of
-    ``by``; or an int ``k``: the ``k`` largest points) or ``"rollout"`` (cutoffs at the
+    ``by``, also spelled ``"largest-compute"``/``"largest-params"``/``"largest-tokens"``
+    to set ``by``; or an int ``k``: the ``k`` largest points) or ``"rollout"`` (cutoffs at the
     level boundaries of ``by`` from ``min_train_levels`` up, at most ``max_cutoffs`` of
     them, or at quantiles 50-90% when nearly every value is distinct).
     """
+    aliases = {"largest-compute": "C", "largest-params": "N", "largest-tokens": "D"}
+    if isinstance(holdout, str) and holdout in aliases:
+        holdout, by = "largest", aliases[holdout]
     if by not in ("N", "D", "C"):
         raise UserError(f"extrapolation 'by' must be N, D or C, got {by!r}")
     table.require(by, what=f"an extrapolation check by {by}")
