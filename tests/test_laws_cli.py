@@ -84,9 +84,11 @@ def test_isoflop_from_the_cli(tmp_path, capsys):
                 d = c / (6 * n)
                 w.writerow([n, d, c, chinchilla_loss(n, d, TRUE)])
     out = tmp_path / "iso.json"
-    assert main(["fit", str(path), "--n", "N", "--d", "D", "--form", "isoflop", "--budget", "budget", "--out", str(out)]) == 0  # fmt: skip
-    assert "IsoFLOP" in capsys.readouterr().out
+    assert main(["fit", str(path), "--n", "N", "--d", "D", "--form", "isoflop", "--budget", "budget", "--bootstrap", "20", "--out", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "IsoFLOP" in text and "bootstrap: " in text
     assert main(["optimal", str(out), "--compute", "1e21"]) == 0
+    assert "N [" in capsys.readouterr().out  # intervals from the bootstrap
     assert main(["plot", str(out), "--out", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / "isoflop.png").exists()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -262,7 +263,9 @@ def _refit(
     for r in range(n):
         idx = np.repeat(np.arange(len(table)), counts[r].astype(int))
         try:
-            res = fit_fn(table.subset(idx))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # per-resample fit notes would flood the output
+                res = fit_fn(table.subset(idx))
         except UserError:
             continue  # a resample the method cannot fit (e.g. too few distinct sizes)
         diag = getattr(res, "diagnostics", None)

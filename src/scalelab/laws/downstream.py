@@ -28,7 +28,8 @@ import numpy as np
 from scalelab.errors import UserError
 from scalelab.laws.bootstrap import BootstrapResult, batched_refit, bootstrap, resample_counts
 from scalelab.laws.chinchilla import fit_chinchilla
-from scalelab.laws.fits import LawFit, fit_power_law, interval_from_samples
+from scalelab.laws.fits import LawFit, interval_from_samples
+from scalelab.laws.powerlaw import fit_power_law
 from scalelab.laws.results import Interval, Result, register
 from scalelab.laws.table import RunTable, table_from_arrays
 

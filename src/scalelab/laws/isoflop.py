@@ -19,7 +19,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -119,18 +119,41 @@ class _AllocationLaws:
             "k_D": self.d_opt_law.k,
         }
 
-    def optimal(self, compute: float | Sequence[float]) -> Allocation:
+    def with_bootstrap(self, boot: Result) -> Any:
+        """A copy carrying a bootstrap (refit per resample) whose samples give intervals."""
+        return dataclasses.replace(self, bootstrap=boot)  # type: ignore[type-var]
+
+    def optimal(self, compute: float | Sequence[float], *, level: float = 0.95) -> Allocation:
+        """N_opt, D_opt (and loss) from the fitted power laws; percentile intervals at
+        ``level`` when a bootstrap with samples of ``a, b, k_N, k_D`` is attached."""
+        from scalelab.laws.fits import interval_from_samples
+
         cs = np.atleast_1d(np.asarray(compute, dtype=np.float64))
         if not (np.isfinite(cs).all() and (cs > 0).all()):
             raise UserError(f"compute budgets must be positive numbers, got {compute!r}")
         n_opt, d_opt = self.n_opt_law(cs), self.d_opt_law(cs)
         loss = self.loss_law(cs) if self.loss_law is not None else np.full_like(cs, math.nan)
+        intervals = {}
+        samples = getattr(getattr(self, "bootstrap", None), "samples", {})
+        if all(k in samples for k in ("a", "b", "k_N", "k_D")):
+            sm = {k: np.asarray(samples[k])[:, None] for k in ("a", "b", "k_N", "k_D")}
+            n_s = sm["k_N"] * cs[None, :] ** sm["a"]  # [R, len(C)]
+            d_s = sm["k_D"] * cs[None, :] ** sm["b"]
+            for key, arr, est in (
+                ("n_opt", n_s, n_opt),
+                ("d_opt", d_s, d_opt),
+                ("tokens_per_param", d_s / n_s, d_opt / n_opt),
+            ):
+                intervals[key] = tuple(
+                    interval_from_samples(arr[:, i], float(est[i]), level) for i in range(cs.size)
+                )
         return Allocation(
             compute=tuple(cs.tolist()),
             n_opt=tuple(n_opt.tolist()),
             d_opt=tuple(d_opt.tolist()),
             tokens_per_param=tuple((d_opt / n_opt).tolist()),
             loss=tuple(np.asarray(loss).tolist()),
+            intervals=intervals,
         )
 
 
@@ -151,6 +174,7 @@ class IsoFLOPFit(_AllocationLaws, Result):
     budget_column: str | None = None
     """The column that named the budgets (None: runs were grouped by C)."""
     budget_rtol: float = 0.1
+    bootstrap: Result | None = None
 
     def summary(self) -> str:
         lines = [
@@ -341,6 +365,7 @@ class EnvelopeFit(_AllocationLaws, Result):
     n_runs: int
     source: str = ""
     warnings: tuple[str, ...] = ()
+    bootstrap: Result | None = None
 
     def summary(self) -> str:
         runs = sorted(set(self.run_at_min))

@@ -28,6 +28,7 @@ _REGISTRY: dict[str, type[Result]] = {}
 # Modules whose import registers result types (imported lazily by load_fit).
 _RESULT_MODULES = (
     "scalelab.laws.fits",
+    "scalelab.laws.compare",
     "scalelab.laws.chinchilla",
     "scalelab.laws.isoflop",
     "scalelab.laws.bootstrap",

@@ -147,8 +147,9 @@ def run_fit(cfg: FitConfig) -> tuple[Any, str]:
     from scalelab.laws.bootstrap import bootstrap
     from scalelab.laws.chinchilla import fit_chinchilla, small_grid
     from scalelab.laws.expr import parse_param_bounds
-    from scalelab.laws.fits import FitWarning, fit_custom, fit_kaplan, fit_power_law
+    from scalelab.laws.fits import FitWarning
     from scalelab.laws.isoflop import IsoFLOPWarning, fit_isoflop
+    from scalelab.laws.powerlaw import fit_custom, fit_kaplan, fit_power_law
 
     table = cfg.load()
     caught: list[str] = []
@@ -156,6 +157,13 @@ def run_fit(cfg: FitConfig) -> tuple[Any, str]:
         warnings.simplefilter("always")
         if cfg.form == "isoflop":
             fit: Any = fit_isoflop(table, degree=cfg.degree, budget=cfg.budget)
+            if cfg.bootstrap:
+
+                def refit(t: Any) -> Any:
+                    return fit_isoflop(t, degree=cfg.degree, budget=cfg.budget)
+
+                boot = bootstrap(table, refit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
+                fit = fit.with_bootstrap(boot)
         else:
             kw = {"delta": cfg.delta, "drop_highest": cfg.drop_highest}
             if cfg.form == "chinchilla":
@@ -205,13 +213,10 @@ def format_allocation(alloc: Any) -> str:
             f"  {row['compute']:>10.3g} {row['n_opt']:>12.4g} {row['d_opt']:>12.4g} "
             f"{row['tokens_per_param']:>13.2f} {row['loss']:>8.4f}"
         )
-        if "n_opt_lo" in row:
-            line += (
-                f"   N [{row['n_opt_lo']:.3g}, {row['n_opt_hi']:.3g}]"
-                f" D [{row['d_opt_lo']:.3g}, {row['d_opt_hi']:.3g}]"
-                f" D/N [{row['tokens_per_param_lo']:.3g}, {row['tokens_per_param_hi']:.3g}]"
-                f" L [{row['loss_lo']:.4f}, {row['loss_hi']:.4f}]"
-            )
+        labels = (("n_opt", "N", ".3g"), ("d_opt", "D", ".3g"), ("tokens_per_param", "D/N", ".3g"), ("loss", "L", ".4f"))  # fmt: skip
+        for key, label, fmt in labels:
+            if f"{key}_lo" in row:
+                line += f" {label} [{row[key + '_lo']:{fmt}}, {row[key + '_hi']:{fmt}}]"
         lines.append(line)
     return "\n".join(lines)
 
@@ -318,10 +323,7 @@ def run_optimal(cfg: OptimalConfig) -> tuple[Any, str]:
     fit, _ = read_fit_json(cfg.path)
     if not hasattr(fit, "optimal"):
         raise UserError(f"{cfg.path}: a {fit.kind} result has no compute-optimal allocation")
-    try:
-        alloc = fit.optimal(list(cfg.compute), level=cfg.level)
-    except TypeError:  # IsoFLOP/envelope results take no level (no intervals)
-        alloc = fit.optimal(list(cfg.compute))
+    alloc = fit.optimal(list(cfg.compute), level=cfg.level)
     return alloc, format_allocation(alloc)
 
 

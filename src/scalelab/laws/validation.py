@@ -90,7 +90,7 @@ def resolve_fitter(
     if callable(fit_fn):
         return fit_fn
     from scalelab.laws.chinchilla import fit_chinchilla
-    from scalelab.laws.fits import fit_kaplan, fit_power_law
+    from scalelab.laws.powerlaw import fit_kaplan, fit_power_law
 
     name = str(fit_fn)
     if name == "chinchilla":
