@@ -94,13 +94,16 @@ def plot_residuals(table: RunTable, fit: LawFit) -> Any:
     rel = pred / t.loss - 1.0
     xs = [v for v in ("N", "C") if getattr(t, v) is not None] or ["loss"]
     fig, axes = _figure(len(xs))
+    color = np.log10(t.D) if t.D is not None else None
     for ax, v in zip(axes, xs):
         xv = getattr(t, v) if v != "loss" else t.loss
-        ax.scatter(xv, 100 * rel, s=14, c=np.log10(t.D) if t.D is not None else None, cmap="viridis")  # fmt: skip
+        sc = ax.scatter(xv, 100 * rel, s=14, c=color, cmap="viridis")
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(v)
-        ax.set_ylabel("residual (%)")
+        ax.set_ylabel("residual: predicted / observed - 1 (%)")
+    if color is not None:
+        fig.colorbar(sc, ax=axes[-1], label="log10 D (tokens)")
     axes[0].set_title(f"{fit.form} residuals (rmse(log) {fit.rmse_log:.3g})", fontsize=10)
     return fig
 
