@@ -393,7 +393,11 @@ def _fit_form(
             f"{table.source}: the {form.name} law could not be evaluated at any start "
             "(every prediction was non-finite or non-positive)"
         )
-    polished = [polish(fun.single, x, lower=lo, upper=hi) for x, _ in optima[:polish_top]]
+    # Polish the best optimum and any runner-up within 10% of it (a basin the batched run
+    # may have stopped short in); ones far above cannot overtake it.
+    f_top = optima[0][1]
+    close = [x for x, f in optima[:polish_top] if f <= f_top + 0.1 * abs(f_top)]
+    polished = [polish(fun.single, x, lower=lo, upper=hi) for x in close]
     best = min(polished, key=lambda p: p[1])
     theta, f_best, grad, _, message, nit = best
     finite_f = batch.f[np.isfinite(batch.f)]

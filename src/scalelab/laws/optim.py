@@ -134,7 +134,7 @@ def batched_lbfgs(
 
     # Active-set state, parameter-major ([p, s]: one row per parameter) because with p ~ 5
     # the per-start dot products are then sums of a few contiguous rows (2x faster than
-    # [s, p] here). Stopped rows stay in place (``live`` False) until they are a quarter
+    # [s, p] here). Stopped rows stay in place (``live`` False) until they are an eighth
     # of the state, then everything is compacted.
     rows = np.flatnonzero(ok)
     x, f, g = x0[rows].T.copy(), f[rows], g[rows].T.copy()
@@ -150,7 +150,7 @@ def batched_lbfgs(
     for it in range(max_iter):
         if n_live == 0:
             break
-        if (rows.size - n_live) * 4 > rows.size:
+        if (rows.size - n_live) * 8 > rows.size:
             rows, f, gamma = rows[live], f[live], gamma[live]
             x, g = x[:, live], g[:, live]
             hist_s, hist_y, hist_rho = hist_s[:, :, live], hist_y[:, :, live], hist_rho[:, live]
