@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "fit",
-        help="fit a scaling law (Chinchilla, Kaplan, power law, IsoFLOP, custom) to a table of runs",
+        help="Fit a scaling law (Chinchilla, Kaplan, power law, IsoFLOP, custom) to a table of runs.",
         example="scalelab fit runs.csv --n params --d tokens --loss loss --bootstrap 1000 --out fit.json",
     )
     p.add_argument("table", metavar="TABLE.csv", help="CSV of runs, one row per run")
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "predict",
-        help="predict loss from a fit JSON (with intervals if it has a bootstrap)",
+        help="Predict loss from a fit JSON (with intervals if it has a bootstrap).",
         example="scalelab predict fit.json --n 7e9 --d 1.4e11",
     )
     p.add_argument("path", metavar="PATH", help="a fit JSON written by `scalelab fit --out`")
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "optimal",
-        help="compute-optimal N, D, tokens per parameter and loss at given compute budgets",
+        help="Compute-optimal N, D, tokens per parameter and loss at given compute budgets.",
         example="scalelab optimal fit.json --compute 1e21,1e23",
     )
     p.add_argument("path", metavar="FIT.json", help="a fit JSON written by `scalelab fit --out`")
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "plot",
-        help="PNG figures of a fit: loss vs N, residuals, IsoFLOP profiles, optimal allocation",
+        help="Plot a fit as PNGs: loss vs N, residuals, IsoFLOP profiles, optimal allocation.",
         example="scalelab plot fit.json --out plots/",
     )
     p.add_argument("path", metavar="FIT.json", help="a fit JSON written by `scalelab fit --out`")
