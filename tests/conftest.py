@@ -26,3 +26,39 @@ def _one_thread():
         return
     torch.set_num_threads(1)
     yield
+
+
+# ---------------------------------------------------------------- shared tiny corpora
+TINY_DATA = {
+    "sources": ("shakespeare", "wikipedia"),
+    "max_chars": 150_000,
+    "vocab_size": 512,
+    "val_fraction": 0.05,
+}
+
+
+def _prepare(tmp_path_factory, **kw):
+    from scalelab.data.prepare import DataConfig, prepare
+
+    return prepare(DataConfig(**{**TINY_DATA, **kw}), root=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe_dataset(tmp_path_factory):
+    """A real (small) slice of the built-in corpus, byte-level BPE, 512 tokens."""
+    return _prepare(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_wordpiece_dataset(tmp_path_factory):
+    """The same slice with a 512-token WordPiece vocabulary (for BERT-style models)."""
+    return _prepare(tmp_path_factory, tokenizer="wordpiece")
+
+
+# Flags for a model that trains in about a second.
+TINY_PRETRAIN = [
+    "--model.n-layer", "1", "--model.d-model", "32", "--model.n-head", "2",
+    "--seq-len", "32", "--batch-tokens", "256", "--tokens", "12800",
+    "--eval-tokens", "2048", "--runtime.threads", "1",
+    "--no-runtime.progress", "--no-runtime.tensorboard",
+]  # fmt: skip

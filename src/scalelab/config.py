@@ -175,6 +175,17 @@ def _is_config(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, Config)
 
 
+def _config_type(tp: Any) -> type[Config] | None:
+    """The Config class of ``tp`` or of ``Optional[tp]``; None otherwise."""
+    if _is_config(tp):
+        return tp
+    if get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and _is_config(inner[0]):
+            return inner[0]
+    return None
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Coerce ``value`` (possibly text from a flag or YAML) to the annotated type ``tp``."""
     origin, args = get_origin(tp), get_args(tp)
@@ -300,7 +311,9 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, cls: type) -> None:
         if i == len(parts) - 1:
             node[part] = value
             return
-        klass = _hints(klass).get(part) if _is_config(klass) else None
+        klass = _config_type(_hints(klass).get(part)) if _is_config(klass) else None
+        if node.get(part) is None and klass is not None:
+            node[part] = _defaults_dict(klass)  # an optional section, created on first use
         if not isinstance(node.get(part), dict):
             raise UserError(f"'{'.'.join(parts[: i + 1])}' is not a nested section")
         node = node[part]
@@ -352,7 +365,7 @@ def add_config_arguments(
             metavar="KEY=VALUE",
             action="append",
             default=[],
-            help="override any config key, dotted for nested ones (repeatable): --set train.lr=1e-3",
+            help="override any config key, dotted for nested ones (repeatable): --set optim.lr=1e-3",
         )
     docs = cls.field_docs()
     hints = _hints(cls)
@@ -366,10 +379,12 @@ def add_config_arguments(
             continue
         tp = hints[f.name]
         dotted = f"{prefix}{f.name}"
-        if _is_config(tp):
+        nested = _config_type(tp)
+        if nested is not None:
             sub_default = getattr(defaults, f.name) if defaults is not None else None
-            sub = parser.add_argument_group(f"{dotted} options")
-            add_config_arguments(sub, tp, prefix=dotted + ".", defaults=sub_default)  # type: ignore[arg-type]
+            title = f"{dotted} options" + ("" if _is_config(tp) else " (optional section)")
+            sub = parser.add_argument_group(title)
+            add_config_arguments(sub, nested, prefix=dotted + ".", defaults=sub_default)
             continue
         flag = "--" + dotted.replace("_", "-")
         default = _field_default(f) if defaults is None else getattr(defaults, f.name)
@@ -383,6 +398,7 @@ def add_config_arguments(
             kwargs["metavar"] = _metavar(tp)
             if get_origin(tp) is Literal:
                 kwargs["choices"] = [str(a) for a in get_args(tp)]
+                kwargs["metavar"] = "{" + "|".join(kwargs["choices"]) + "}"
         group.add_argument(flag, **kwargs)
 
 
@@ -444,8 +460,9 @@ def _flat_fields(cls: type[Config], prefix: str = "") -> list[str]:
     out: list[str] = []
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
-        if _is_config(hints[f.name]):
-            out.extend(_flat_fields(hints[f.name], f"{prefix}{f.name}."))
+        nested = _config_type(hints[f.name])
+        if nested is not None:
+            out.extend(_flat_fields(nested, f"{prefix}{f.name}."))
         else:
             out.append(f"{prefix}{f.name}")
     return out

@@ -164,6 +164,16 @@ class TrainJob:
     description: str = "train"
 
 
+def _weights_digest(model: nn.Module) -> str:
+    """Exact fingerprint of the weights (to check that DDP ranks stay in sync)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _choose(mode: str, new: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(new)
@@ -266,6 +276,7 @@ def run(job: TrainJob) -> dict[str, Any]:
             "precision": rt.precision,
             "wall_time_s": state["elapsed_s"],
             "tokens_per_s": tokens / state["elapsed_s"] if state["elapsed_s"] > 0 else None,
+            f"final_{job.metric}": (state["last_eval"] or {}).get(job.metric),
             f"best_{job.metric}": state["best"],
             "best_step": state["best_step"],
             "last_eval": state["last_eval"],
@@ -310,6 +321,11 @@ def run(job: TrainJob) -> dict[str, Any]:
         return metrics
 
     def checkpoint() -> None:
+        if info.enabled:  # DDP ranks must hold bit-identical weights; check before saving
+            sums = ddp.gather(info, _weights_digest(model))
+            if len(set(sums)) != 1:
+                raise TrainingFailed(f"data-parallel ranks diverged at step {state['step']}")
+            job.summary["rank_checksums_equal"] = True
         rngs = ddp.gather(info, rng_state())
         if info.is_main:
             save_checkpoint(

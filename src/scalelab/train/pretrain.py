@@ -1,0 +1,275 @@
+"""The pretraining stage: one decoder LM or BERT-style encoder, trained on a prepared corpus.
+
+``pretrain(cfg, run_dir)`` prepares (or reuses) the dataset, builds the model, trains it
+with the one loop and leaves a self-describing run directory::
+
+    run_dir/config.yaml          resolved config (commented)
+    run_dir/metrics.jsonl        one JSON object per logged step / evaluation
+    run_dir/summary.json         N by group, tokens, FLOPs by convention, losses, status ...
+    run_dir/checkpoints/step-*/  HF layout + optimizer/RNG/trainer state (last k kept)
+    run_dir/model/               the final model + tokenizer, loadable by AutoModel*/AutoTokenizer
+    run_dir/tensorboard/         TensorBoard events (when the extra is installed)
+
+Running it again on the same directory resumes it (or only rewrites nothing if done).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from scalelab.config import Config
+from scalelab.data.prepare import DataConfig
+from scalelab.errors import UserError
+from scalelab.models.config import ModelConfig
+from scalelab.train.loop import OptimConfig, RuntimeConfig
+
+Arch = Literal["llama", "gpt2", "bert"]
+
+
+@dataclass(kw_only=True)
+class PretrainConfig(Config):
+    """Pretraining one model. Durations and batch sizes are in tokens."""
+
+    arch: Arch = "llama"
+    """Model family: llama (RMSNorm, SwiGLU, rotary), gpt2, or bert (masked LM + NSP)."""
+    size: str | None = "tiny"
+    """Named size from the registry (see `scalelab.models.sizes`); ignored when params is set."""
+    params: float | None = None
+    """Target non-embedding parameter count; the size dial turns it into a shape."""
+    model: ModelConfig | None = None
+    """Explicit model shape (overrides size/params); filled in by resolution and saved."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Corpus to prepare (reused when already prepared with the same config)."""
+    dataset: Path | None = None
+    """A prepared dataset directory to use instead of preparing `data`."""
+    data_root: Path = Path("data")
+    """Where prepared datasets live (one directory per config hash)."""
+    seq_len: int = 256
+    """Training sequence length in tokens."""
+    tokens: int = 2_000_000
+    """Training duration in tokens (rounded up to whole optimizer steps)."""
+    batch_tokens: int = 4096
+    """Tokens per optimizer step, all ranks and accumulation steps together."""
+    micro_batch_size: int = 0
+    """Sequences per forward pass per rank (0: the whole per-rank batch at once)."""
+    eval_every_tokens: int = 0
+    """Evaluate every this many tokens (0: about 10 times per run)."""
+    eval_tokens: int = 65_536
+    """Validation tokens per source (fixed windows from the start of each validation shard)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Device, precision, compile, checkpoints, logging."""
+    seed: int = 0
+    """One seed for model init, data sampling and dropout."""
+
+    def validate(self) -> None:
+        if self.seq_len < 8:
+            raise UserError(f"seq_len must be at least 8, got {self.seq_len}")
+        if self.tokens <= 0 or self.batch_tokens <= 0:
+            raise UserError("tokens and batch_tokens must be positive")
+        if self.batch_tokens % self.seq_len:
+            raise UserError(
+                f"batch_tokens ({self.batch_tokens}) must be a multiple of seq_len ({self.seq_len})"
+            )
+        if self.params is not None and not self.params > 0:
+            raise UserError(f"params must be positive, got {self.params}")
+        if self.size is None and self.params is None and self.model is None:
+            raise UserError(
+                "give a model size (--size), a parameter target (--params) or a model shape"
+            )
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.tokens / self.batch_tokens)
+
+
+# Fields that may change between runs of the same directory without changing the result.
+_RUNTIME_KEYS = ("runtime", "dataset", "data_root")
+
+
+def resolve(cfg: PretrainConfig, vocab_size: int) -> PretrainConfig:
+    """Fill in the model shape from size/params and the dataset's vocabulary."""
+    from scalelab.models.sizes import resolve_size
+
+    if cfg.model is not None:
+        model = cfg.model.replace(
+            arch=cfg.arch,
+            vocab_size=vocab_size,
+            max_seq_len=max(cfg.model.max_seq_len, cfg.seq_len),
+        )
+    else:
+        shape = resolve_size(cfg.params if cfg.params is not None else cfg.size, arch=cfg.arch)
+        model = ModelConfig(
+            arch=cfg.arch,
+            n_layer=shape.n_layer,
+            d_model=shape.d_model,
+            n_head=shape.n_head,
+            d_ff=shape.d_ff,
+            vocab_size=vocab_size,
+            max_seq_len=cfg.seq_len,
+        )
+    return cfg.replace(model=model.resolved())
+
+
+def _check_same(saved: PretrainConfig, new: PretrainConfig, run_dir: Path) -> None:
+    a = {k: v for k, v in saved.to_dict().items() if k not in _RUNTIME_KEYS}
+    b = {k: v for k, v in new.to_dict().items() if k not in _RUNTIME_KEYS}
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise UserError(
+            f"{run_dir} already holds a run with a different config (differs in: {', '.join(diff)}); "
+            "use a new run directory, or run it without those options to resume it"
+        )
+
+
+def load_run_config(run_dir: Path) -> PretrainConfig | None:
+    path = Path(run_dir) / "config.yaml"
+    return PretrainConfig.load(path) if path.is_file() else None
+
+
+def pretrain(
+    cfg: PretrainConfig, run_dir: str | Path, *, resume_config: bool = True
+) -> dict[str, Any]:
+    """Train (or resume) one model into ``run_dir``; return its summary."""
+    import torch
+
+    from scalelab.data.batches import DecoderBatches, EncoderBatches, validation_batches
+    from scalelab.data.prepare import open_dataset, prepare
+    from scalelab.models import accounting
+    from scalelab.models.build import build_model, maybe_compile
+    from scalelab.models.hf import save_hf
+    from scalelab.train import loop
+    from scalelab.utils.env import versions
+    from scalelab.utils.io import atomic_dir
+
+    run_dir = Path(run_dir)
+    dataset_dir = Path(cfg.dataset) if cfg.dataset else prepare(cfg.data, root=cfg.data_root)
+    ds = open_dataset(dataset_dir)
+    if cfg.arch == "bert" and ds.manifest["tokenizer"]["kind"] != "wordpiece":
+        raise UserError("--arch bert needs a WordPiece dataset: set --data.tokenizer wordpiece")
+    cfg = resolve(cfg, ds.vocab_size)
+    saved = load_run_config(run_dir)
+    if saved is not None:
+        _check_same(saved, cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(run_dir / "config.yaml")
+
+    from scalelab.train import distributed as ddp
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_rank = cfg.batch_tokens // cfg.seq_len
+    if per_rank % world:
+        raise UserError(f"batch of {per_rank} sequences does not split over {world} processes")
+    per_rank //= world
+    micro = cfg.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise UserError(
+            f"micro_batch_size {micro} must divide the per-process batch of {per_rank} sequences"
+        )
+    grad_accum = per_rank // micro
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    if cfg.arch == "bert":
+        batches = EncoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
+        val = batches.validation(max_tokens_per_source=cfg.eval_tokens)
+    else:
+        batches = DecoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
+        val = validation_batches(
+            ds, seq_len=cfg.seq_len, batch_size=micro, max_tokens_per_source=cfg.eval_tokens
+        )
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        """Token-weighted validation loss per source and overall (masked-LM loss for BERT)."""
+        device = next(m.parameters()).device
+        out: dict[str, float] = {}
+        total, count = 0.0, 0
+        for source, source_batches in val.items():
+            s_total, s_count = 0.0, 0
+            for batch in source_batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                from scalelab.train.step import autocast
+
+                with autocast(device, cfg.runtime.precision):
+                    res = m(**batch)
+                key = "mlm_loss" if "mlm_loss" in res else "loss"
+                n = int((batch["labels"] != -100).sum())
+                s_total += float(res[key]) * n
+                s_count += n
+            if s_count:
+                out[f"val_loss/{source}"] = s_total / s_count
+                total, count = total + s_total, count + s_count
+        out["val_loss"] = total / count if count else math.nan
+        return out
+
+    special = {f"{k}_token_id": v for k, v in ds.special_ids.items() if k in ("bos", "eos", "pad")}
+    counts = accounting.param_counts(cfg.model)
+    flops = {
+        c: accounting.flops_per_token(cfg.model, c, seq_len=cfg.seq_len)
+        for c in accounting.FLOP_CONVENTIONS
+    }
+    eval_every = (
+        max(1, round(cfg.eval_every_tokens / cfg.batch_tokens))
+        if cfg.eval_every_tokens
+        else max(1, cfg.steps // 10)
+    )
+    job = loop.TrainJob(
+        run_dir=run_dir,
+        model=model,
+        batches=batches,
+        total_steps=cfg.steps,
+        grad_accum=grad_accum,
+        optim=cfg.optim,
+        runtime=cfg.runtime,
+        seed=cfg.seed,
+        per_step=cfg.batch_tokens,
+        tokens_per_step=cfg.batch_tokens,
+        evaluate=evaluate,
+        eval_every=eval_every,
+        export=lambda m, d: save_hf(m, d, extra_config=special),
+        restore=_restore_hf,
+        compile_fn=maybe_compile,
+        flops_per_token=flops,
+        summary={
+            "kind": "pretrain",
+            "arch": cfg.arch,
+            "shape": {k: getattr(cfg.model, k) for k in ("n_layer", "d_model", "n_head", "d_ff")},
+            "params": counts.to_dict(),
+            "N": counts.non_embedding,
+            "seq_len": cfg.seq_len,
+            "batch_tokens": cfg.batch_tokens,
+            "lr": cfg.optim.lr,
+            "dataset": str(dataset_dir),
+            "dataset_hash": ds.manifest.get("content_hash"),
+            "config_hash": cfg.hash(exclude=_RUNTIME_KEYS),
+            "versions": versions(),
+        },
+        description=f"{cfg.arch} {counts.non_embedding / 1e6:.2f}M",
+    )
+    summary = loop.run(job)
+    final_dir = run_dir / "model"
+    if (
+        summary["status"] == "completed"
+        and ddp.setup(cfg.runtime.device).is_main
+        and not final_dir.is_dir()
+    ):
+        with atomic_dir(final_dir) as tmp:
+            save_hf(model, tmp)
+            for f in Path(ds.tokenizer_path).iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+    return summary
+
+
+def _restore_hf(model, directory: Path) -> None:
+    """Load a checkpoint's Hugging Face weights back into the training module."""
+    from scalelab.models.hf import load_hf
+
+    loaded, _ = load_hf(directory)
+    model.load_state_dict(loaded.state_dict())
