@@ -93,12 +93,17 @@ class Report:
         )
 
     def figure(self, fig: Any, name: str, caption: str | None = None, *, dpi: int = 110) -> None:
-        """Add a matplotlib figure (closed after rendering)."""
-        import matplotlib.pyplot as plt
+        """Add a matplotlib figure (a ``Figure``; pyplot figures are closed after rendering)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+        if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
+            FigureCanvasAgg(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
+        if getattr(fig, "number", None) is not None:  # managed by pyplot: release it
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
         self.add_png(buf.getvalue(), name, caption)
 
     def add_png(self, png: bytes, name: str, caption: str | None = None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import time
@@ -40,6 +41,7 @@ from scalelab.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from scalelab.train.lock import run_lock
 from scalelab.train.metrics_log import MetricsLog, write_summary
 from scalelab.train.schedule import Schedule, lr_multiplier
 from scalelab.train.step import Precision, make_optimizer, train_step
@@ -181,11 +183,17 @@ def _choose(mode: str, new: float, best: float | None) -> bool:
 
 
 class _StopFlag:
-    """First Ctrl-C/SIGTERM: finish the step, checkpoint, stop. Second: stop now."""
+    """First Ctrl-C/SIGTERM: finish the step, checkpoint, stop. Second: stop now.
+
+    With ``SCALELAB_STOP_WITH_PARENT=1`` (set by the study runner) the run also stops
+    after a checkpoint when its parent process dies, so a SIGKILLed study never leaves
+    orphaned rungs training.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self._old: dict[int, Any] = {}
+        self._parent = os.getppid() if os.environ.get("SCALELAB_STOP_WITH_PARENT") == "1" else None
 
     def _handler(self, signum, frame):  # noqa: ANN001
         if self.requested:
@@ -196,6 +204,11 @@ class _StopFlag:
             "(press Ctrl-C again to stop at once)",
             file=sys.stderr,
         )
+
+    def poll(self) -> bool:
+        if self._parent is not None and os.getppid() != self._parent:
+            self.requested = True
+        return self.requested
 
     def __enter__(self) -> _StopFlag:
         with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
@@ -209,11 +222,19 @@ class _StopFlag:
 
 
 def run(job: TrainJob) -> dict[str, Any]:
-    """Train (or resume) ``job`` to completion; return the final summary dict."""
+    """Train (or resume) ``job`` to completion; return the final summary dict.
+
+    Rank 0 holds the run directory's lock for the whole run (one process per run).
+    """
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    info = ddp.setup(job.runtime.device)
+    with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
+        return _run(job, run_dir, info)
+
+
+def _run(job: TrainJob, run_dir: Path, info: ddp.DistInfo) -> dict[str, Any]:
     rt = job.runtime
-    info = ddp.setup(rt.device)
     if rt.threads > 0:
         torch.set_num_threads(rt.threads)
     if rt.deterministic:
@@ -441,7 +462,7 @@ def run(job: TrainJob) -> dict[str, Any]:
                         state["finished"] = True
                         status = "completed"
                         message = f"early stop: no improvement of {job.metric} in {job.patience} evaluations"
-                wants_stop = ddp.broadcast(info, stop.requested)
+                wants_stop = ddp.broadcast(info, stop.poll())
                 due = (job.checkpoint_every and state["step"] % job.checkpoint_every == 0) or (
                     time.monotonic() - last_ckpt_time >= rt.checkpoint_every_s
                 )

@@ -1,0 +1,364 @@
+"""The study report: ``STUDY/report.html`` (self-contained) and ``STUDY/report.md``.
+
+Sections: headline, plan and rungs, loss curves, loss against N / D / C with the fitted
+law and its bands, IsoFLOP profiles, compute-optimal N and D against C, per-source
+validation losses, the extrapolation check on the held-out rung(s), the fitted laws with
+intervals, residuals, and (when present) the downstream section.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scalelab.report.html import Report, fmt
+from scalelab.study.study import Study
+
+
+def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.4):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def _lognorm(values: list[float]):
+    from matplotlib.colors import LogNorm
+
+    lo, hi = min(values), max(values)
+    return LogNorm(vmin=lo, vmax=hi * 1.0001 if hi > lo else lo * 1.01)
+
+
+def plot_curves(study: Study, rows: list[dict[str, Any]]):
+    """Validation loss against tokens for every rung, coloured by N (dashed: held out)."""
+    import matplotlib
+
+    fig, (ax,) = _figure()
+    done = [r for r in rows if json.loads(r["curve"])]
+    if not done:
+        return None
+    norm = _lognorm([r["N"] for r in done])
+    cmap = matplotlib.colormaps["viridis"]
+    for r in done:
+        pts = np.array(json.loads(r["curve"]), dtype=float)
+        pts = pts[pts[:, 0] > 0]
+        ax.plot(
+            pts[:, 0],
+            pts[:, 1],
+            color=cmap(norm(r["N"])),
+            lw=1.2,
+            ls="--" if r["role"] == "holdout" else "-",
+        )
+    fig.colorbar(
+        matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N (non-embedding)"
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens D")
+    ax.set_ylabel("validation loss")
+    ax.set_title("validation loss curves (dashed: held out)", fontsize=10)
+    return fig
+
+
+def plot_loss_vs(rows: list[dict[str, Any]], chin: Any, var: str, conv: str):
+    """Loss against D or C; the law's compute-optimal frontier on the C panel."""
+    import matplotlib
+
+    fig, (ax,) = _figure()
+    key = {"D": "D", "C": f"C_{conv}"}[var]
+    done = [r for r in rows if r["status"] == "completed" and r["final_val_loss"] is not None]
+    norm = _lognorm([r["N"] for r in done])
+    cmap = matplotlib.colormaps["viridis"]
+    for r in done:
+        marker = "*" if r["role"] == "holdout" else "o"
+        ax.scatter(
+            r[key],
+            r["final_val_loss"],
+            color=cmap(norm(r["N"])),
+            marker=marker,
+            s=90 if marker == "*" else 22,
+            zorder=3,
+        )
+    if chin is not None and var == "C":
+        cs = np.geomspace(min(r[key] for r in done) / 2, max(r[key] for r in done) * 4, 80)
+        alloc = chin.optimal(cs)
+        ax.plot(cs, alloc.loss, color="k", lw=1.2, label="law at the compute-optimal N, D")
+        ivs = alloc.intervals.get("loss")
+        if ivs:
+            ax.fill_between(cs, [i.lo for i in ivs], [i.hi for i in ivs], color="k", alpha=0.12)
+        ax.legend(fontsize=8)
+    elif chin is not None:
+        for n in sorted({r["N"] for r in done})[:: max(1, len({r["N"] for r in done}) // 5)]:
+            ds = np.geomspace(min(r["D"] for r in done) / 2, max(r["D"] for r in done) * 2, 60)
+            ax.plot(ds, chin.predict(N=np.full_like(ds, n), D=ds), color=cmap(norm(n)), lw=0.9)
+    fig.colorbar(
+        matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N (non-embedding)"
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel({"D": "tokens D", "C": f"compute C ({conv} FLOPs)"}[var])
+    ax.set_ylabel("final validation loss")
+    ax.set_title(f"loss against {var} (stars: held out)", fontsize=10)
+    return fig
+
+
+def plot_sources(rows: list[dict[str, Any]]):
+    """Final validation loss per source against N."""
+    done = [r for r in rows if r["status"] == "completed"]
+    sources = sorted({k.split("/", 1)[1] for r in done for k in r if k.startswith("val_loss/")})
+    if not sources:
+        return None
+    fig, (ax,) = _figure()
+    for i, s in enumerate(sources):
+        pts = sorted(
+            (r["N"], r[f"val_loss/{s}"]) for r in done if r.get(f"val_loss/{s}") is not None
+        )
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, color=f"C{i}", label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("N (non-embedding)")
+    ax.set_ylabel("final validation loss")
+    ax.legend(fontsize=8)
+    ax.set_title("validation loss by source", fontsize=10)
+    return fig
+
+
+def plot_holdout(checks: list[dict[str, Any]]):
+    fig, (ax,) = _figure(width=5.0, height=3.6)
+    for i, c in enumerate(checks):
+        ax.scatter([i], [c["actual"]], color="k", zorder=3, label="measured" if i == 0 else None)
+        lo, hi = c.get("pred_lo"), c.get("pred_hi")
+        if lo is not None:
+            ax.errorbar([i], [c["estimate"]], yerr=[[c["estimate"] - lo], [hi - c["estimate"]]], fmt="o", color="C3", capsize=4, label="predicted (95% PI)" if i == 0 else None)  # fmt: skip
+        else:
+            ax.scatter([i], [c["estimate"]], color="C3", label="predicted" if i == 0 else None)
+    ax.set_xticks(range(len(checks)), [c["rung"] for c in checks])
+    ax.set_ylabel("validation loss")
+    ax.legend(fontsize=8)
+    ax.set_title("held-out rung: law fitted without it vs measured", fontsize=10)
+    return fig
+
+
+def build_report(study: Study) -> tuple[Path, Path]:
+    """Render the report of ``study`` (whatever is finished so far)."""
+    from scalelab.laws import load_fit, load_table
+    from scalelab.laws.plots import plot_isoflop, plot_loss_vs_n, plot_optimal, plot_residuals
+    from scalelab.study.fit import load_fit_summary
+
+    rows = study.result_rows()
+    plan = study.plan
+    conv = plan.flops_convention
+    fits = load_fit_summary(study) or {}
+    fits_dir = study.root / "fits"
+    chin = (
+        load_fit(fits_dir / "chinchilla.json") if (fits_dir / "chinchilla.json").is_file() else None
+    )
+    iso = load_fit(fits_dir / "isoflop.json") if (fits_dir / "isoflop.json").is_file() else None
+    done = [r for r in rows if r["status"] == "completed"]
+
+    rep = Report(
+        f"Scaling study: {study.root.name}",
+        subtitle=f"{plan.design} design, {plan.base.arch} models",
+    )
+    rep.heading("Headline")
+    total_c = sum(r[f"C_{conv}"] or 0 for r in done)
+    wall = sum(r["wall_time_s"] or 0 for r in done)
+    facts = study.facts
+    rep.paragraph(
+        f"{len(done)} of {len(rows)} rungs trained ({total_c:.3g} FLOPs under the {conv} convention, "
+        f"{wall / 60:.1f} min of training). Non-embedding N spans {fmt(min((r['N'] for r in rows), default=0))} "
+        f"to {fmt(max((r['N'] for r in rows), default=0))}; dataset {facts.get('dataset', 'n/a')}."
+    )
+    if chin is not None:
+        p = chin.params
+        rep.paragraph(
+            f"Approach 3 law: L(N, D) = {p['E']:.3f} + {p['A']:.4g}/N^{p['alpha']:.3f} + {p['B']:.4g}/D^{p['beta']:.3f} "
+            f"(fitted on {fits.get('n_fit')} rungs; compute-optimal N ∝ C^{chin.exponents[0]:.3f}, "
+            f"D ∝ C^{chin.exponents[1]:.3f}).",
+            style="note",
+        )
+    for c in fits.get("holdout", []):
+        interval = (
+            f" (95% prediction interval {c['pred_lo']:.4f}–{c['pred_hi']:.4f})"
+            if "pred_lo" in c
+            else ""
+        )
+        rep.paragraph(
+            f"Extrapolation check: held-out rung {c['rung']} ({c['extrapolation_decades']:.2f} decades of compute "
+            f"beyond the fitted rungs) measured {c['actual']:.4f}; the law predicted {c['estimate']:.4f}{interval}: "
+            f"error {100 * c['rel_error']:+.2f}%.",
+            style="note" if abs(c["rel_error"]) < 0.03 else "warn",
+        )
+    if chin is None:
+        rep.paragraph(
+            "No fit yet: run `scalelab study fit` once enough rungs have finished.", style="warn"
+        )
+
+    rep.heading("Plan and rungs")
+    rep.table(
+        [
+            {
+                "rung": r["rung"],
+                "role": r["role"],
+                "status": r["status"],
+                "N": r["N"],
+                "layers×width": f"{r['n_layer']}×{r['d_model']}",
+                "D (tokens)": r["D"],
+                "D/N": r["D"] / r["N"] if r["N"] else None,
+                f"C ({conv})": r[f"C_{conv}"],
+                "lr": r["lr"],
+                "batch": r["batch_tokens"],
+                "final loss": r["final_val_loss"],
+                "time (s)": r["wall_time_s"],
+                "tok/s": r["tokens_per_s"],
+            }
+            for r in rows
+        ],
+        caption="Every rung of the plan; N counts non-embedding parameters (Kaplan et al. 2020).",
+    )
+    fig = plot_curves(study, rows)
+    if fig is not None:
+        rep.figure(fig, "curves", "Validation loss during training (intermediate evaluations).")
+
+    if chin is not None and done:
+        fit_rows = [r for r in done if r["role"] == "fit"]
+        cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss")}
+        table = load_table(
+            cols, n="N", d="D", loss="final_val_loss", flops_convention="6nd", check_units=False
+        )
+        rep.heading("Loss against N, D and C")
+        rep.figure(
+            plot_loss_vs_n(table, chin),
+            "loss_vs_n",
+            "Loss against N, coloured by D, with the fitted law at several D.",
+        )
+        rep.figure(
+            plot_loss_vs(rows, chin, "D", conv),
+            "loss_vs_d",
+            "Loss against tokens, with the law at several N.",
+        )
+        rep.figure(
+            plot_loss_vs(rows, chin, "C", conv),
+            "loss_vs_c",
+            "Loss against compute; the line is the law along its compute-optimal frontier (band: bootstrap 95%).",
+        )
+        rep.heading("Compute-optimal allocation")
+        rep.figure(
+            plot_optimal(chin, isoflop=iso),
+            "optimal",
+            "N_opt and D_opt against compute from the Approach 3 law (bands: bootstrap), IsoFLOP minima as points.",
+        )
+        if iso is not None:
+            iso_cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss", "budget")}
+            iso_cols["C"] = [r[f"C_{conv}"] for r in fit_rows]
+            iso_table = load_table(
+                iso_cols,
+                n="N",
+                d="D",
+                c="C",
+                loss="final_val_loss",
+                extra=["budget"],
+                flops_convention="none",
+            )
+            rep.figure(
+                plot_isoflop(iso_table, iso),
+                "isoflop",
+                "IsoFLOP profiles (Approach 2): parabolas in log N per compute level and their minima.",
+            )
+        rep.heading("Fitted laws")
+        rep.table(
+            _law_rows(chin, fits),
+            caption="Approach 3 parameters with bootstrap 95% intervals (runs resampled).",
+        )
+        approaches = [
+            {
+                "approach": "3 (parametric)",
+                "a (N_opt ∝ C^a)": chin.exponents[0],
+                "b (D_opt ∝ C^b)": chin.exponents[1],
+            }
+        ]
+        for name, key in (("2 (IsoFLOP)", "isoflop"), ("1 (envelope)", "envelope")):
+            if "a" in fits.get(key, {}):
+                approaches.append(
+                    {
+                        "approach": name,
+                        "a (N_opt ∝ C^a)": fits[key]["a"],
+                        "b (D_opt ∝ C^b)": fits[key]["b"],
+                    }
+                )
+        rep.table(
+            approaches,
+            caption="Compute-optimal exponents by approach (Hoffmann et al. 2022 found a ≈ b ≈ 0.5).",
+        )
+        rep.figure(plot_residuals(table, chin), "residuals", "Residuals of the Approach 3 fit.")
+        if fits.get("holdout"):
+            rep.heading("Extrapolation check")
+            rep.table(
+                [
+                    {
+                        "rung": c["rung"],
+                        "N": c["N"],
+                        "D": c["D"],
+                        "C": c["C"],
+                        "decades beyond": c["extrapolation_decades"],
+                        "measured": c["actual"],
+                        "predicted": c["estimate"],
+                        "PI low": c.get("pred_lo"),
+                        "PI high": c.get("pred_hi"),
+                        "error %": 100 * c["rel_error"],
+                    }
+                    for c in fits["holdout"]
+                ]
+            )
+            rep.figure(
+                plot_holdout(fits["holdout"]),
+                "holdout",
+                "The held-out rung(s): prediction of the law fitted without them, and the measurement.",
+            )
+        notes = fits.get("chinchilla", {}).get("warnings", []) + fits.get("isoflop", {}).get(
+            "warnings", []
+        )
+        for n in notes:
+            rep.paragraph(n, style="warn")
+
+    fig = plot_sources(rows)
+    if fig is not None:
+        rep.heading("Validation loss by source")
+        rep.figure(
+            fig, "sources", "Final validation loss of every rung on each source of the corpus."
+        )
+
+    from scalelab.report.downstream import add_downstream_section
+
+    add_downstream_section(rep, study)
+    return rep.write(study.root)
+
+
+def _law_rows(chin: Any, fits: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    boot = chin.bootstrap
+    intervals = getattr(boot, "intervals", {}) if boot is not None else {}
+    for name in ("E", "A", "B", "alpha", "beta"):
+        iv = intervals.get(name)
+        out.append(
+            {
+                "parameter": name,
+                "estimate": chin.params[name],
+                "95% low": getattr(iv, "lo", None),
+                "95% high": getattr(iv, "hi", None),
+            }
+        )
+    for key in ("a", "b"):
+        iv = intervals.get(key)
+        val = fits.get("chinchilla", {}).get(key)
+        if val is not None and not (isinstance(val, float) and math.isnan(val)):
+            out.append(
+                {
+                    "parameter": key,
+                    "estimate": val,
+                    "95% low": getattr(iv, "lo", None),
+                    "95% high": getattr(iv, "hi", None),
+                }
+            )
+    return out

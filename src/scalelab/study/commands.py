@@ -1,0 +1,149 @@
+"""CLI: ``scalelab demo``, ``plan``, ``study run|status|fit``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from scalelab.cli import subparser
+    from scalelab.config import add_config_arguments
+    from scalelab.study.fit import StudyFitConfig
+    from scalelab.study.plan import PlanConfig
+    from scalelab.study.run import RunConfig
+
+    demo = subparser(
+        sub,
+        "demo",
+        help="The default scaling study on the built-in corpus: plan, train, fit, report (rerun to resume).",
+        example="scalelab demo                      # about 10 minutes on 2 CPU cores, report in runs/demo/\n"
+        "  scalelab demo --preset medium      # about an hour, tighter fits, downstream section",
+    )
+    demo.add_argument("--preset", default="default", help="default, medium or gpu (see the README)")
+    demo.add_argument(
+        "--out", type=Path, default=None, help="study directory (default: runs/demo[-PRESET])"
+    )
+    demo.add_argument("--workers", type=int, default=0, help="rungs trained at once (0: automatic)")
+    demo.set_defaults(func=_demo)
+
+    plan = subparser(
+        sub,
+        "plan",
+        help="Turn a design and a compute budget into a study (shapes, tokens, lr, batch, FLOPs, time).",
+        example="scalelab plan --design isoflop --budget-flops 3e14 --out runs/iso --dry-run\n"
+        "  scalelab plan --design ladder --n-min 2e4 --n-max 2e6 --tokens-per-param 10,20,40 --out runs/ladder\n"
+        "  scalelab plan --design isoflop --budget-hours 0.5 --out runs/half-hour",
+    )
+    plan.add_argument("--out", type=Path, default=None, help="study directory to create")
+    plan.add_argument("--dry-run", action="store_true", help="print the rungs and spend no compute")
+    plan.add_argument(
+        "--probe", action="store_true", help="measure throughput to estimate wall times"
+    )
+    plan.add_argument(
+        "--workers", type=int, default=0, help="rungs that will train at once (for time estimates)"
+    )
+    add_config_arguments(plan, PlanConfig)
+    plan.set_defaults(func=_plan)
+
+    study = subparser(
+        sub,
+        "study",
+        help="Run, inspect and fit a planned study.",
+        example="scalelab study run runs/iso && scalelab study status runs/iso && scalelab study fit runs/iso",
+    )
+    ssub = study.add_subparsers(dest="study_command", metavar="STUDY_COMMAND", required=True)
+    run = subparser(
+        ssub,
+        "run",
+        help="Train every pending rung (finished ones are skipped, interrupted ones resumed), then fit and report.",
+        example="scalelab study run runs/iso --workers 2\n"
+        "  scalelab study run runs/iso --executor torchrun --nproc-per-node 8\n"
+        "  scalelab study run runs/iso --executor ray --ray-address auto",
+    )
+    run.add_argument("study", type=Path, metavar="STUDY")
+    add_config_arguments(run, RunConfig)
+    run.set_defaults(func=_run)
+    status = subparser(
+        ssub, "status", help="Show where a study stands.", example="scalelab study status runs/iso"
+    )
+    status.add_argument("study", type=Path, metavar="STUDY")
+    status.set_defaults(func=_status)
+    fit = subparser(
+        ssub,
+        "fit",
+        help="Fit Approach 3 (and 2, 1 when the design allows) to the finished rungs; predict held-out rungs.",
+        example="scalelab study fit runs/iso --bootstrap 1000",
+    )
+    fit.add_argument("study", type=Path, metavar="STUDY")
+    add_config_arguments(fit, StudyFitConfig)
+    fit.set_defaults(func=_fit)
+
+    report = subparser(
+        sub,
+        "report",
+        help="Write STUDY/report.html (self-contained) and report.md from what the study has so far.",
+        example="scalelab report runs/iso",
+    )
+    report.add_argument("study", type=Path, metavar="STUDY")
+    report.set_defaults(func=_report)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.study.plan import PlanConfig
+    from scalelab.study.stages import plan_study
+
+    cfg = config_from_args(PlanConfig, args)
+    plan_study(cfg, args.out, dry_run=args.dry_run, probe=args.probe, workers=args.workers)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.study.fit import StudyFitConfig
+    from scalelab.study.run import RunConfig
+    from scalelab.study.stages import run_and_fit
+    from scalelab.study.study import Study
+
+    return run_and_fit(Study.load(args.study), config_from_args(RunConfig, args), StudyFitConfig())
+
+
+def _status(args: argparse.Namespace) -> int:
+    from scalelab.study.stages import status_text
+    from scalelab.study.study import Study
+
+    print(status_text(Study.load(args.study)))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.study.fit import StudyFitConfig
+    from scalelab.study.stages import describe_fit, fit_and_report
+    from scalelab.study.study import Study
+
+    summary = fit_and_report(
+        Study.load(args.study), config_from_args(StudyFitConfig, args), force_fit=True
+    )
+    if summary is None:
+        return 1
+    print(describe_fit(summary))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from scalelab.report.study_report import build_report
+    from scalelab.study.study import Study
+
+    study = Study.load(args.study)
+    study.write_results()
+    html, md = build_report(study)
+    print(f"report: {html} (and {md.name})")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from scalelab.study.presets import run_demo
+
+    return run_demo(args.preset, out=args.out, workers=args.workers)

@@ -1,0 +1,185 @@
+"""Fitting a study's results with the scaling-law module.
+
+From ``results.csv`` (rebuilt from the rungs' summaries) this fits, on the rungs whose role
+is ``fit``:
+
+- Approach 3 (Chinchilla parametric law, Huber on log loss, 4,500 starts) with a run-level
+  bootstrap, N being the non-embedding parameter count and C = 6 N D;
+- Approach 2 (IsoFLOP parabolas) when the design has compute levels;
+- Approach 1 (the envelope of the validation curves) when there are curves;
+
+and then predicts every held-out rung from the Approach 3 law, with a prediction interval,
+and states the error. Everything is written under ``STUDY/fits/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scalelab.config import Config
+from scalelab.errors import UserError
+from scalelab.study.study import Study
+from scalelab.utils.io import atomic_write_json, read_json
+
+
+@dataclass(kw_only=True)
+class StudyFitConfig(Config):
+    """How to fit a study."""
+
+    loss: str = "final_val_loss"
+    """Column of results.csv to fit (final_val_loss, best_val_loss or val_loss/<source>)."""
+    bootstrap: int = 400
+    """Bootstrap resamples for intervals (0: none)."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+    grid: str = "hoffmann"
+    """Initialisation grid of Approach 3: hoffmann (4,500 starts) or small."""
+
+    def validate(self) -> None:
+        if self.bootstrap < 0:
+            raise UserError("bootstrap must be >= 0")
+        if self.grid not in ("hoffmann", "small"):
+            raise UserError("grid must be hoffmann or small")
+
+
+def _rows(study: Study, loss: str) -> tuple[list[dict], list[dict]]:
+    rows = study.result_rows()
+    done = [r for r in rows if r["status"] == "completed" and r.get(loss) is not None]
+    if rows and not any(loss in r for r in rows):
+        raise UserError(f"results have no column {loss!r}")
+    return [r for r in done if r["role"] == "fit"], [r for r in done if r["role"] == "holdout"]
+
+
+def _table(rows: list[dict], loss: str, convention: str):
+    from scalelab.laws import load_table
+
+    cols = {k: [r.get(k) for r in rows] for k in ("rung", "N", "D", "budget", loss)}
+    cols["C"] = [r[f"C_{convention}"] for r in rows]
+    # C follows the plan's convention; with 6n_kaplan it is exactly 6 N D.
+    fpnd = "6nd" if convention == "6n_kaplan" else "none"
+    extra = ["rung"] + (["budget"] if all(b not in (None, "") for b in cols["budget"]) else [])
+    return load_table(
+        cols, n="N", d="D", c="C", loss=loss, extra=extra, flops_convention=fpnd, name="results"
+    )
+
+
+def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
+    """Fit the study's laws; write ``fits/*.json``; return the summary dict."""
+    from scalelab.laws import (
+        bootstrap,
+        fit_chinchilla,
+        fit_envelope,
+        fit_isoflop,
+        hoffmann_grid,
+        load_table,
+        prediction_intervals,
+        save_fit,
+        small_grid,
+    )
+
+    fit_rows, holdout_rows = _rows(study, cfg.loss)
+    if len(fit_rows) < 6:
+        raise UserError(
+            f"{study.root}: {len(fit_rows)} completed fit rung(s); the Chinchilla law needs at least 6 "
+            "(run `scalelab study run` first)"
+        )
+    conv = study.plan.flops_convention
+    table = _table(fit_rows, cfg.loss, conv)
+    fits_dir = study.root / "fits"
+    out: dict[str, Any] = {"loss": cfg.loss, "n_fit": len(fit_rows), "flops_convention": conv}
+
+    grid = hoffmann_grid() if cfg.grid == "hoffmann" else small_grid()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chin = fit_chinchilla(table, grid=grid)
+        if cfg.bootstrap:
+            c_hi = max(r[f"C_{conv}"] for r in fit_rows + holdout_rows)
+            compute = [c_hi * f for f in (0.01, 0.1, 1.0, 10.0)]
+            chin = chin.with_bootstrap(
+                bootstrap(table, chin, n=cfg.bootstrap, seed=cfg.seed, compute=compute)
+            )
+    out["chinchilla"] = {
+        "params": dict(chin.params),
+        "converged": chin.diagnostics.converged,
+        "rmse_log": chin.rmse_log,
+        "a": chin.exponents[0],
+        "b": chin.exponents[1],
+        "warnings": [str(w.message) for w in caught],
+    }
+    save_fit(chin, fits_dir / "chinchilla.json")
+
+    # Held-out rungs: predicted by the law fitted without them.
+    checks = []
+    for r in holdout_rows:
+        pred: dict[str, Any] = {"estimate": float(np.ravel(chin.predict(N=r["N"], D=r["D"]))[0])}
+        if chin.bootstrap is not None:
+            iv = prediction_intervals(chin, N=[r["N"]], D=[r["D"]])
+            pred.update(pred_lo=float(iv["pred_lo"][0]), pred_hi=float(iv["pred_hi"][0]))
+        actual = float(r[cfg.loss])
+        pred.update(
+            rung=r["rung"],
+            N=r["N"],
+            D=r["D"],
+            C=r[f"C_{conv}"],
+            actual=actual,
+            rel_error=(pred["estimate"] - actual) / actual,
+            inside_interval=("pred_lo" in pred and pred["pred_lo"] <= actual <= pred["pred_hi"]),
+            extrapolation_decades=math.log10(
+                r[f"C_{conv}"] / max(x[f"C_{conv}"] for x in fit_rows)
+            ),
+        )
+        checks.append(pred)
+    out["holdout"] = checks
+
+    if study.plan.design == "isoflop" and "budget" in (table.extra or {}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                iso = fit_isoflop(table, budget="budget")
+            except UserError as exc:
+                out["isoflop"] = {"error": str(exc)}
+            else:
+                save_fit(iso, fits_dir / "isoflop.json")
+                out["isoflop"] = {
+                    "a": iso.a,
+                    "b": iso.b,
+                    "warnings": list(iso.warnings) + [str(w.message) for w in caught],
+                }
+
+    curve_rows = []
+    for r in fit_rows:
+        for tokens, loss in json.loads(r["curve"]):
+            if tokens > 0:
+                curve_rows.append({"rung": r["rung"], "N": r["N"], "D": tokens, "loss": loss})
+    if len({c["rung"] for c in curve_rows}) >= 2:
+        curves = load_table(
+            curve_rows,
+            n="N",
+            d="D",
+            loss="loss",
+            group="rung",
+            flops_convention="6nd",
+            name="curves",
+        )
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            try:
+                env = fit_envelope(curves)
+            except UserError as exc:
+                out["envelope"] = {"error": str(exc)}
+            else:
+                save_fit(env, fits_dir / "envelope.json")
+                out["envelope"] = {"a": env.n_opt_law.exponent, "b": env.d_opt_law.exponent}
+    atomic_write_json(fits_dir / "summary.json", out)
+    return out
+
+
+def load_fit_summary(study: Study) -> dict[str, Any] | None:
+    path = study.root / "fits" / "summary.json"
+    return read_json(path) if path.is_file() else None

@@ -1,0 +1,310 @@
+"""Planning a study: a design and a compute budget become concrete rungs.
+
+Designs:
+
+- ``isoflop`` (Hoffmann et al. 2022, Approach 2): ``n_budgets`` compute levels spaced by
+  ``budget_ratio``; at each, ``sizes_per_budget`` model sizes log-spaced over
+  ``size_spread`` around a prior compute-optimal size, each trained for the tokens that
+  spend exactly that budget. Varies N and D, so Approach 3 can be fitted as well.
+- ``ladder``: ``n_sizes`` sizes log-spaced in [n_min, n_max], each trained at every value
+  of ``tokens_per_param`` (OLMo-style ladder; Chinchilla's 20 tokens/param by default).
+- ``grid``: every explicit (N, D) pair of ``sizes`` x ``tokens``.
+
+Every design adds ``holdout`` rung(s) at ``holdout_factor`` times the largest budget, at
+the prior's compute-optimal size; they are trained last, kept out of every fit, and
+predicted by it (the extrapolation check of the report).
+
+Budgets are in FLOPs under ``flops_convention`` (default ``6n_kaplan``: C = 6 N D with
+non-embedding N, the convention in which the fitted laws state compute). Wall time follows
+the full count instead (Hoffmann et al. 2022 Appendix F, with the embedding/logit and
+attention FLOPs that dominate small models): ``--budget-hours`` converts wall-clock time
+into a budget with a short throughput probe on this machine (``probe.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from scalelab.config import Config
+from scalelab.errors import UserError
+from scalelab.study.policy import HyperPolicy
+from scalelab.train.pretrain import PretrainConfig
+
+Design = Literal["isoflop", "ladder", "grid"]
+
+# Prior for the compute-optimal tokens per parameter, used only to centre the design
+# (Hoffmann et al. 2022, Table 3: about 20 tokens per parameter).
+PRIOR_TOKENS_PER_PARAM = 20.0
+
+
+@dataclass(kw_only=True)
+class PlanConfig(Config):
+    """A study design and its budget; `scalelab plan --dry-run` shows the rungs it gives."""
+
+    design: Design = "isoflop"
+    """isoflop (k budgets x m sizes), ladder (sizes x tokens-per-parameter) or grid (explicit N x D)."""
+    budget_flops: float | None = None
+    """Total compute of the study, all rungs together, in FLOPs (see flops_convention)."""
+    budget_hours: float | None = None
+    """Total wall-clock of the study on this machine; converted to FLOPs by a throughput probe."""
+    flops_convention: str = "6n_kaplan"
+    """FLOP convention of budgets and of C in the fits: 6n_kaplan (6 N D, N non-embedding; the
+    convention of Kaplan et al. 2020 and of the Chinchilla law's allocation), 6n_total or
+    chinchilla (Appendix F, full count; what wall time follows)."""
+    n_budgets: int = 3
+    """isoflop: number of compute levels."""
+    budget_ratio: float = 3.0
+    """isoflop: ratio between consecutive compute levels."""
+    sizes_per_budget: int = 5
+    """isoflop: model sizes per compute level."""
+    size_spread: float = 10.0
+    """isoflop: ratio between the largest and smallest size of a level (log-spaced)."""
+    n_min: float = 2e4
+    """ladder: smallest non-embedding parameter count."""
+    n_max: float = 2e6
+    """ladder: largest non-embedding parameter count."""
+    n_sizes: int = 5
+    """ladder: number of sizes."""
+    tokens_per_param: tuple[float, ...] = (20.0,)
+    """ladder: training tokens per non-embedding parameter (one rung per value and size)."""
+    sizes: tuple[float, ...] = ()
+    """grid: non-embedding parameter counts."""
+    tokens: tuple[float, ...] = ()
+    """grid: training tokens."""
+    holdout: int = 1
+    """Rungs held out of the fits and predicted (at the largest compute)."""
+    holdout_factor: float = 2.0
+    """Compute of the held-out rung relative to the largest fitted budget."""
+    min_tokens: int = 65_536
+    """Never plan a rung with fewer training tokens than this."""
+    base: PretrainConfig = field(default_factory=PretrainConfig)
+    """Pretraining settings shared by every rung (arch, data, seq_len, precision, ...)."""
+    policy: HyperPolicy = field(default_factory=HyperPolicy)
+    """Learning rate and batch size as functions of each rung's compute."""
+
+    def validate(self) -> None:
+        if self.budget_flops is not None and not self.budget_flops > 0:
+            raise UserError(f"budget_flops must be positive, got {self.budget_flops}")
+        if self.budget_hours is not None and not self.budget_hours > 0:
+            raise UserError(f"budget_hours must be positive, got {self.budget_hours}")
+        if self.design == "isoflop" and self.budget_flops is None and self.budget_hours is None:
+            raise UserError("the isoflop design needs --budget-flops or --budget-hours")
+        if self.design == "isoflop" and (self.n_budgets < 1 or self.sizes_per_budget < 2):
+            raise UserError("isoflop needs n_budgets >= 1 and sizes_per_budget >= 2")
+        if self.budget_ratio <= 1 or self.size_spread <= 1 or self.holdout_factor <= 0:
+            raise UserError(
+                "budget_ratio and size_spread must exceed 1, holdout_factor must be positive"
+            )
+        if self.design == "ladder" and not (0 < self.n_min < self.n_max and self.n_sizes >= 2):
+            raise UserError("ladder needs 0 < n_min < n_max and n_sizes >= 2")
+        if self.design == "grid" and (not self.sizes or not self.tokens):
+            raise UserError("the grid design needs --sizes and --tokens")
+        if self.holdout < 0:
+            raise UserError("holdout must be >= 0")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One planned run of the study."""
+
+    id: str
+    role: Literal["fit", "holdout"]
+    budget: float | None
+    """The compute level this rung belongs to (isoflop), in the plan's convention."""
+    n_target: float
+    shape: dict[str, int]
+    params: dict[str, Any]
+    tokens: int
+    batch_tokens: int
+    lr: float
+    flops: dict[str, float]
+    est_seconds: float | None = None
+
+    @property
+    def N(self) -> int:  # noqa: N802 - the field's symbol
+        return int(self.params["non_embedding"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rung:
+        return cls(**data)
+
+    def pretrain_config(self, base: PretrainConfig) -> PretrainConfig:
+        """The full pretraining config of this rung."""
+        from scalelab.models.config import ModelConfig
+
+        model = ModelConfig(arch=base.arch, max_seq_len=base.seq_len, **self.shape)
+        optim = base.optim.replace(lr=self.lr)
+        return base.replace(
+            size=None,
+            params=None,
+            model=model,
+            tokens=self.tokens,
+            batch_tokens=self.batch_tokens,
+            optim=optim,
+        )
+
+
+def _model_cfg(base: PretrainConfig, n_target: float, vocab_size: int):
+    from scalelab.models.config import ModelConfig
+    from scalelab.models.sizes import shape_for_params
+
+    shape = shape_for_params(n_target, arch=base.arch)
+    return ModelConfig(
+        arch=base.arch,
+        n_layer=shape.n_layer,
+        d_model=shape.d_model,
+        n_head=shape.n_head,
+        d_ff=shape.d_ff,
+        vocab_size=vocab_size,
+        max_seq_len=base.seq_len,
+    ).resolved()
+
+
+def _rung(
+    cfg: PlanConfig,
+    *,
+    rid: str,
+    role: str,
+    budget: float | None,
+    n_target: float,
+    tokens: float | None,
+    vocab_size: int,
+) -> Rung:
+    from scalelab.models.accounting import flops_per_token, param_counts, training_flops
+
+    mcfg = _model_cfg(cfg.base, n_target, vocab_size)
+    seq = cfg.base.seq_len
+    if tokens is None:  # spend exactly the budget
+        tokens = budget / flops_per_token(mcfg, cfg.flops_convention, seq_len=seq)
+    compute_for_policy = training_flops(mcfg, tokens, seq)["6n_kaplan"]
+    batch = cfg.policy.batch(compute_for_policy, int(tokens), seq)
+    tokens = max(cfg.min_tokens, int(math.ceil(tokens / batch) * batch))
+    counts = param_counts(mcfg)
+    return Rung(
+        id=rid,
+        role=role,  # type: ignore[arg-type]
+        budget=budget,
+        n_target=float(n_target),
+        shape={k: getattr(mcfg, k) for k in ("n_layer", "d_model", "n_head", "d_ff")},
+        params=counts.to_dict(),
+        tokens=int(tokens),
+        batch_tokens=int(batch),
+        lr=cfg.policy.learning_rate(compute_for_policy),
+        flops=training_flops(mcfg, tokens, seq),
+    )
+
+
+def _prior_n_opt(cfg: PlanConfig, compute: float, vocab_size: int) -> float:
+    """Size whose tokens at this compute equal the prior tokens/param (bisection in log N)."""
+    from scalelab.models.accounting import flops_per_token
+
+    lo, hi = 1e3, 1e12
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        mcfg = _model_cfg(cfg.base, mid, vocab_size)
+        tokens = compute / flops_per_token(mcfg, cfg.flops_convention, seq_len=cfg.base.seq_len)
+        if tokens / mid > PRIOR_TOKENS_PER_PARAM:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.01:
+            break
+    return math.sqrt(lo * hi)
+
+
+def _isoflop_levels(cfg: PlanConfig, total: float) -> list[float]:
+    k, r, m = cfg.n_budgets, cfg.budget_ratio, cfg.sizes_per_budget
+    # total = m * C1 * (1 + r + ... + r^(k-1)) + holdout * factor * C1 * r^(k-1)
+    units = m * sum(r**i for i in range(k)) + cfg.holdout * cfg.holdout_factor * r ** (k - 1)
+    c1 = total / units
+    return [c1 * r**i for i in range(k)]
+
+
+def plan_rungs(
+    cfg: PlanConfig, *, vocab_size: int, budget_flops: float | None = None
+) -> list[Rung]:
+    """The rungs of a design, fitted rungs in run order (cheapest first), holdouts last."""
+    budget_flops = budget_flops if budget_flops is not None else cfg.budget_flops
+    rungs: list[Rung] = []
+    if cfg.design == "isoflop":
+        if budget_flops is None:
+            raise UserError("the isoflop design needs a budget")
+        levels = _isoflop_levels(cfg, budget_flops)
+        for i, c in enumerate(levels):
+            centre = _prior_n_opt(cfg, c, vocab_size)
+            half = math.sqrt(cfg.size_spread)
+            for j, n in enumerate(np.geomspace(centre / half, centre * half, cfg.sizes_per_budget)):
+                rungs.append(
+                    _rung(
+                        cfg,
+                        rid=f"c{i}-n{j}",
+                        role="fit",
+                        budget=c,
+                        n_target=n,
+                        tokens=None,
+                        vocab_size=vocab_size,
+                    )
+                )
+        top = levels[-1]
+    else:
+        if cfg.design == "ladder":
+            pairs = [
+                (n, n * t)
+                for n in np.geomspace(cfg.n_min, cfg.n_max, cfg.n_sizes)
+                for t in cfg.tokens_per_param
+            ]
+        else:
+            pairs = [(n, d) for n in cfg.sizes for d in cfg.tokens]
+        for i, (n, d) in enumerate(pairs):
+            rungs.append(
+                _rung(
+                    cfg,
+                    rid=f"r{i:02d}",
+                    role="fit",
+                    budget=None,
+                    n_target=n,
+                    tokens=d,
+                    vocab_size=vocab_size,
+                )
+            )
+        top = max(r.flops[cfg.flops_convention] for r in rungs)
+        if budget_flops is not None:
+            spent = sum(r.flops[cfg.flops_convention] for r in rungs)
+            if spent > budget_flops:
+                raise UserError(
+                    f"the {cfg.design} design needs {spent:.3g} FLOPs before its holdout, more than the "
+                    f"budget of {budget_flops:.3g}; lower n_max or tokens_per_param"
+                )
+    for h in range(cfg.holdout):
+        c = top * cfg.holdout_factor * (1 + h)
+        n = _prior_n_opt(cfg, c, vocab_size)
+        rungs.append(
+            _rung(
+                cfg,
+                rid=f"holdout{h}",
+                role="holdout",
+                budget=c,
+                n_target=n,
+                tokens=None,
+                vocab_size=vocab_size,
+            )
+        )
+    fit = sorted((r for r in rungs if r.role == "fit"), key=lambda r: r.flops[cfg.flops_convention])
+    return fit + [r for r in rungs if r.role == "holdout"]
+
+
+def with_estimates(rungs: list[Rung], probe: dict[str, Any] | None) -> list[Rung]:
+    """Attach estimated wall time (seconds) from a throughput probe, if any."""
+    if not probe:
+        return rungs
+    from scalelab.study.probe import estimate_seconds
+
+    return [dataclasses.replace(r, est_seconds=estimate_seconds(r, probe)) for r in rungs]
