@@ -105,9 +105,10 @@ def test_sigkill_and_resume_reach_the_same_loss(tmp_path, tiny_bpe_dataset):
     a = read_json(tmp_path / "ref" / "summary.json")
     b = read_json(tmp_path / "victim" / "summary.json")
     assert b["status"] == "completed" and b["final_val_loss"] == a["final_val_loss"]
-    curve = lambda run: [
-        r["loss"] for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "train"
-    ]  # noqa: E731
+
+    def curve(run):
+        return [r["loss"] for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "train"]
+
     assert curve(tmp_path / "victim") == curve(tmp_path / "ref")
 
 
