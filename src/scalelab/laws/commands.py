@@ -28,11 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "predict",
-        help="Predict loss from a fit JSON (with intervals if it has a bootstrap).",
-        example="scalelab predict fit.json --n 7e9 --d 1.4e11",
+        help="Predict loss from a fit JSON (with intervals), or tag/classify text with a fine-tuned run.",
+        example="scalelab predict fit.json --n 7e9 --d 1.4e11\n"
+        "  echo 'Obama visits Paris' | scalelab predict runs/ner-lora --input - > tags.jsonl",
     )
-    p.add_argument("path", metavar="PATH", help="a fit JSON written by `scalelab fit --out`")
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="a fit JSON from `scalelab fit --out`, or a fine-tuning run directory",
+    )
     add_config_arguments(p, PredictConfig, skip=("path",))
+    ft = p.add_argument_group("fine-tuned run options (PATH is a `scalelab finetune` run)")
+    ft.add_argument("--input", default="-", help="text file, one example per line ('-': stdin)")
+    ft.add_argument("--output", default="-", help="JSONL file to write ('-': stdout)")
+    ft.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
     p.set_defaults(func=predict_from_fit)
 
     p = subparser(
@@ -78,12 +87,12 @@ def predict_from_fit(args: argparse.Namespace) -> int:
         _, text = run_predict(config_from_args(PredictConfig, args))
         print(text)
         return 0
-    try:
-        from scalelab.finetune.commands import predict_run  # type: ignore[attr-defined]
-    except ImportError:
+    if not path.is_dir():
         raise UserError(
-            f"{path} is not a fit JSON (a JSON file from `scalelab fit --out`)"
-        ) from None
+            f"{path} is neither a fit JSON (from `scalelab fit --out`) nor a fine-tuning run"
+        )
+    from scalelab.finetune.commands import predict_run
+
     return int(predict_run(args) or 0)
 
 

@@ -1,0 +1,94 @@
+"""CLI: ``scalelab finetune``, ``evaluate`` and the fine-tuned side of ``predict``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from scalelab.cli import subparser
+    from scalelab.config import add_config_arguments
+    from scalelab.finetune.stage import FinetuneConfig
+
+    p = subparser(
+        sub,
+        "finetune",
+        help="Fine-tune a scalelab run or local HF checkpoint on NER or classification (full or PEFT).",
+        example="scalelab finetune runs/ner --model runs/tiny --task twitter-ner --method lora\n"
+        "  scalelab finetune runs/topics --model path/to/minilm --task wiki-topics --method adapter\n"
+        "  scalelab finetune runs/mine --model M --task.train-file train.conll --task.test-file test.conll",
+    )
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="run directory (created, or resumed)"
+    )
+    p.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
+                   help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
+    p.add_argument("--method", dest="method.method", metavar="METHOD", default=argparse.SUPPRESS,
+                   help="full, lora, adalora, prefix, prompt or adapter (default: full)")  # fmt: skip
+    add_config_arguments(p, FinetuneConfig)
+    p.set_defaults(func=_finetune)
+
+    e = subparser(
+        sub,
+        "evaluate",
+        help="Evaluate a fine-tuned run on a split: entity (conlleval + strict) and token tables, or accuracy/F1.",
+        example="scalelab evaluate runs/ner --split test\n"
+        "  scalelab evaluate runs/ner --perturb casing,typos,entity-swap --rate 0.1",
+    )
+    e.add_argument("run_dir", metavar="RUN", type=Path, help="a `scalelab finetune` run directory")
+    e.add_argument(
+        "--split", default="test", choices=["train", "dev", "test"], help="split to evaluate"
+    )
+    e.add_argument(
+        "--perturb",
+        default="",
+        help="robustness: comma list of casing, lower, upper, typos, entity-swap",
+    )
+    e.add_argument("--rate", type=float, default=None, help="typo rate per word (default 0.1)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    e.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file for the results (default RUN/eval_<split>.json)",
+    )
+    e.set_defaults(func=_evaluate)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.finetune.stage import FinetuneConfig, finetune
+
+    saved = args.run_dir / "config.yaml"
+    base = FinetuneConfig.load(saved) if saved.is_file() else None
+    summary = finetune(config_from_args(FinetuneConfig, args, base=base), args.run_dir)
+    dev, test = summary["dev"], summary["test"]
+    key = "f1" if "f1" in test else "accuracy"
+    print(
+        f"{summary['status']}: {args.run_dir} — best dev {key} {dev[key]:.4f}, test {key} {test[key]:.4f}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from scalelab.finetune.inference import evaluate_run
+
+    evaluate_run(
+        args.run_dir,
+        split=args.split,
+        perturb=args.perturb,
+        rate=args.rate,
+        seed=args.seed,
+        out=args.out,
+    )
+    return 0
+
+
+def predict_run(args: argparse.Namespace) -> int:
+    from scalelab.finetune.inference import predict_text
+
+    predict_text(
+        Path(args.path), input_path=args.input, output_path=args.output, batch_size=args.batch_size
+    )
+    return 0
