@@ -55,6 +55,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.set_defaults(func=_evaluate)
 
+    from scalelab.finetune.labelcurve import LabelCurveConfig
+
+    lc = subparser(
+        sub,
+        "labelcurve",
+        help="Metric against the number of labelled examples per method, a power-law fit, labels needed for a target.",
+        example="scalelab labelcurve runs/lc --model runs/tiny --task wiki-topics --methods full,lora "
+        "--fractions 0.01,0.03,0.1,0.3,1 --target 0.6",
+    )
+    lc.add_argument("out", metavar="OUT", type=Path, help="output directory (resumable)")
+    lc.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
+                    help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
+    add_config_arguments(lc, LabelCurveConfig)
+    lc.set_defaults(func=_labelcurve)
+
 
 def _finetune(args: argparse.Namespace) -> int:
     from scalelab.config import config_from_args
@@ -68,6 +83,16 @@ def _finetune(args: argparse.Namespace) -> int:
     print(
         f"{summary['status']}: {args.run_dir} — best dev {key} {dev[key]:.4f}, test {key} {test[key]:.4f}"
     )
+    return 0
+
+
+def _labelcurve(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.finetune.labelcurve import LabelCurveConfig, describe, label_curve
+
+    data = label_curve(config_from_args(LabelCurveConfig, args), args.out)
+    print(describe(data))
+    print(f"report: {args.out / 'report.html'}")
     return 0
 
 

@@ -132,8 +132,13 @@ def fit_sigmoid(
     *,
     chance: float | None = None,
     weights: Any = None,
+    start: SigmoidFit | None = None,
 ) -> SigmoidFit:
-    """Least-squares fit of the sigmoid from many starts (``b = chance`` when given)."""
+    """Least-squares fit of the sigmoid from many starts (``b = chance`` when given).
+
+    ``start`` (a previous fit, e.g. on the full data inside a bootstrap) replaces the
+    18-start grid by that single warm start.
+    """
     from scipy.optimize import least_squares
 
     ls = _positive_array(loss, "loss")
@@ -152,20 +157,26 @@ def fit_sigmoid(
     b0 = float(chance) if chance is not None else float(m.min()) - 0.05 * float(np.ptp(m) or 1)
     a0 = max(float(m.max()) - b0, 1e-3)
     best = None
-    for l0 in np.quantile(ls, [0.1, 0.5, 0.9]):
-        for k0 in (-10.0, -3.0, -1.0, 1.0, 3.0, 10.0):
-            x0 = [a0, k0 / spread, float(l0)] + ([b0] if chance is None else [])
+    if start is not None:
+        starts = [[start.a, start.k, start.L0] + ([start.b] if chance is None else [])]
+    else:
+        starts = [
+            [a0, k0 / spread, float(l0)] + ([b0] if chance is None else [])
+            for l0 in np.quantile(ls, [0.1, 0.5, 0.9])
+            for k0 in (-10.0, -3.0, -1.0, 1.0, 3.0, 10.0)
+        ]
 
-            def resid(th):
-                return (_sigmoid_parts(th, ls, chance)[0] - m) * sw
+    def resid(th):
+        return (_sigmoid_parts(th, ls, chance)[0] - m) * sw
 
-            def jac(th):
-                return _sigmoid_parts(th, ls, chance)[1] * sw[:, None]
+    def jac(th):
+        return _sigmoid_parts(th, ls, chance)[1] * sw[:, None]
 
-            with np.errstate(all="ignore"):
-                res = least_squares(resid, x0, jac=jac, method="lm", xtol=1e-12, ftol=1e-12)
-            if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
-                best = res
+    for x0 in starts:
+        with np.errstate(all="ignore"):
+            res = least_squares(resid, x0, jac=jac, method="lm", xtol=1e-12, ftol=1e-12)
+        if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+            best = res
     if best is None:
         raise UserError("fit_sigmoid: no start converged")
     th = best.x
@@ -314,7 +325,9 @@ def predict_ladder(
             continue
         use = counts[r] > 0
         try:
-            sig = fit_sigmoid(table.loss[use], m[use], chance=chance, weights=counts[r][use])
+            sig = fit_sigmoid(
+                table.loss[use], m[use], chance=chance, weights=counts[r][use], start=fit.sigmoid
+            )
         except UserError:
             continue
         metric_draws[r] = sig.predict(loss_draws[r])

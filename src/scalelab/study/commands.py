@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scalelab.cli import subparser
     from scalelab.config import add_config_arguments
+    from scalelab.study.downstream import StudyFinetuneConfig
     from scalelab.study.fit import StudyFitConfig
     from scalelab.study.plan import PlanConfig
     from scalelab.study.run import RunConfig
@@ -79,6 +81,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(fit, StudyFitConfig)
     fit.set_defaults(func=_fit)
 
+    ft = subparser(
+        ssub,
+        "finetune",
+        help="Fine-tune every finished rung on a task (resumable), record dev/test metrics in results.csv.",
+        example="scalelab study finetune runs/iso --task wiki-topics --method full --seeds 3\n"
+        "  scalelab study finetune runs/iso --task twitter-ner --method lora --perturb casing,typos,entity-swap",
+    )
+    ft.add_argument("study", type=Path, metavar="STUDY")
+    ft.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
+                    help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
+    ft.add_argument("--method", dest="method.method", metavar="METHOD", default=argparse.SUPPRESS,
+                    help="full, lora, adalora, prefix, prompt or adapter (default: full)")  # fmt: skip
+    add_config_arguments(ft, StudyFinetuneConfig)
+    ft.set_defaults(func=_finetune)
+
     report = subparser(
         sub,
         "report",
@@ -129,6 +146,28 @@ def _fit(args: argparse.Namespace) -> int:
     if summary is None:
         return 1
     print(describe_fit(summary))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from scalelab.config import config_from_args
+    from scalelab.study.downstream import StudyFinetuneConfig, finetune_study
+    from scalelab.study.fit import StudyFitConfig
+    from scalelab.study.stages import describe_fit, fit_and_report
+    from scalelab.study.study import Study
+
+    study = Study.load(args.study)
+    statuses = finetune_study(study, config_from_args(StudyFinetuneConfig, args))
+    summary = fit_and_report(study, StudyFitConfig(), force_fit=True)
+    if summary is not None:
+        print(describe_fit(summary))
+    failed = [k for k, v in statuses.items() if v != "completed"]
+    if failed:
+        print(
+            f"scalelab: {len(failed)} fine-tuning run(s) failed: see their train.log",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

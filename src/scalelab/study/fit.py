@@ -176,6 +176,12 @@ def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
             else:
                 save_fit(env, fits_dir / "envelope.json")
                 out["envelope"] = {"a": env.n_opt_law.exponent, "b": env.d_opt_law.exponent}
+    from scalelab.study.downstream import downstream_keys, fit_downstream
+
+    if downstream_keys(study):
+        out["downstream"] = fit_downstream(
+            study, n_boot=min(cfg.bootstrap, 500) or 200, seed=cfg.seed
+        )
     atomic_write_json(fits_dir / "summary.json", out)
     return out
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +58,8 @@ class RunConfig(Config):
     """Run rungs that failed before again (by default they are reported and skipped)."""
     only: tuple[str, ...] = ()
     """Run only these rung ids."""
+    in_process: bool = False
+    """local: train the rungs one after another inside this process (no start-up cost)."""
     progress: bool = True
     """Show the study progress bar."""
 
@@ -218,11 +221,54 @@ def run_study(study: Study, cfg: RunConfig) -> dict[str, str]:
     return {r.id: study.rung_status(r) for r in study.rungs}
 
 
-def _run_local(
-    study: Study, todo: list[Rung], cfg: RunConfig, threads: int, workers: int, progress: _Progress
+@dataclass
+class Job:
+    """One subprocess to run: a rung's pretraining, or a fine-tuning of a rung."""
+
+    name: str
+    cmd: list[str]
+    log: Path
+    on_exit: Callable[[int], None]
+
+
+def _run_in_process(jobs: list[Job]) -> None:
+    """Run ``scalelab`` jobs one after another inside this process (output to their logs)."""
+    import contextlib
+
+    from scalelab.cli import main
+
+    for job in jobs:
+        assert job.cmd[1:3] == ["-m", "scalelab"], job.cmd
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            open(job.log, "a") as log,
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+        ):
+            code = main(job.cmd[3:])
+        if code == 130:
+            raise KeyboardInterrupt
+        job.on_exit(code)
+
+
+def run_jobs(
+    jobs: list[Job],
+    *,
+    workers: int,
+    threads: int,
+    on_tick: Callable[[], None] = lambda: None,
+    in_process: bool = False,
 ) -> None:
-    """A small pool of worker threads, each running rung subprocesses in plan order."""
-    queue = list(todo)
+    """Run ``jobs`` in order, ``workers`` at a time, each a subprocess with ``threads`` threads.
+
+    Ctrl-C (or SIGTERM turned into KeyboardInterrupt) asks every running job to checkpoint
+    and stop (SIGTERM), waits for them, and re-raises. ``in_process`` runs them one after
+    another in this process instead (no start-up cost; for tests and notebooks).
+    """
+    if in_process:
+        _run_in_process(jobs)
+        return
+    queue = list(jobs)
     lock = threading.Lock()
     procs: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
@@ -232,38 +278,37 @@ def _run_local(
             with lock:
                 if not queue:
                     return
-                rung = queue.pop(0)
-            run_dir = study.rung_dir(rung)
-            with open(run_dir / "train.log", "ab") as log:
+                job = queue.pop(0)
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(job.log, "ab") as log:
                 proc = subprocess.Popen(
-                    rung_command(study, rung, cfg, threads),
+                    job.cmd,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=_child_env(threads),
                     start_new_session=True,  # our Ctrl-C is forwarded explicitly, once
                 )
                 with lock:
-                    procs[rung.id] = proc
+                    procs[job.name] = proc
                 code = proc.wait()
             with lock:
-                procs.pop(rung.id, None)
-            if code not in (0, 130) and not stopping.is_set():
-                _mark_failed(study, rung, code)
-            study.write_results()
+                procs.pop(job.name, None)
+            if not stopping.is_set():
+                job.on_exit(code)
 
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
     for t in pool:
         t.start()
     try:
         while any(t.is_alive() for t in pool):
-            progress.update()
+            on_tick()
             time.sleep(1.0)
     except KeyboardInterrupt:
         stopping.set()
         with lock:
             running = list(procs.values())
         print(
-            f"\nscalelab: asking {len(running)} running rung(s) to checkpoint and stop ...",
+            f"\nscalelab: asking {len(running)} running job(s) to checkpoint and stop ...",
             file=sys.stderr,
         )
         for proc in running:
@@ -271,6 +316,26 @@ def _run_local(
         for proc in running:
             proc.wait()
         raise
+
+
+def _run_local(
+    study: Study, todo: list[Rung], cfg: RunConfig, threads: int, workers: int, progress: _Progress
+) -> None:
+    def on_exit(rung: Rung) -> Callable[[int], None]:
+        def done(code: int) -> None:
+            if code not in (0, 130):
+                _mark_failed(study, rung, code)
+            study.write_results()
+
+        return done
+
+    jobs = [
+        Job(r.id, rung_command(study, r, cfg, threads), study.rung_dir(r) / "train.log", on_exit(r))
+        for r in todo
+    ]
+    run_jobs(
+        jobs, workers=workers, threads=threads, on_tick=progress.update, in_process=cfg.in_process
+    )
 
 
 def _run_ray(

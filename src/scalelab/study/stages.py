@@ -186,6 +186,16 @@ def describe_fit(summary: dict[str, Any]) -> str:
             f"held out {c['rung']}: predicted {c['estimate']:.4f}{pi}, measured {c['actual']:.4f}, "
             f"error {100 * c['rel_error']:+.2f}%"
         )
+    for key, res in summary.get("downstream", {}).items():
+        for h in res.get("holdout", []):
+            if "ladder_estimate" in h:
+                lines.append(
+                    f"downstream {key}, held out {h['rung']}: ladder predicted {h['ladder_estimate']:.4f} "
+                    f"[{h['ladder_lo']:.4f}, {h['ladder_hi']:.4f}], measured {h['actual']:.4f} "
+                    f"(error {h['ladder_error']:+.4f})"
+                )
+        if "error" in res:
+            lines.append(f"downstream {key}: {res['error']}")
     return "\n".join(lines)
 
 

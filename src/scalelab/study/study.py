@@ -117,6 +117,9 @@ class Study:
 
     # ------------------------------------------------------------------ results
     def result_rows(self) -> list[dict[str, Any]]:
+        from scalelab.study.downstream import downstream_columns
+
+        downstream = downstream_columns(self)
         rows = []
         for rung in self.rungs:
             s = self.rung_summary(rung) or {}
@@ -152,6 +155,7 @@ class Study:
             for key, value in sorted((s.get("last_eval") or {}).items()):
                 if key.startswith("val_loss/") and status == "completed":
                     row[key] = value
+            row.update(downstream.get(rung.id, {}))
             rows.append(row)
         return rows
 
