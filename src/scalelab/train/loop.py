@@ -275,6 +275,7 @@ def _run(job: TrainJob, run_dir: Path, info: ddp.DistInfo) -> dict[str, Any]:
     else:
         torch.manual_seed(job.seed + info.rank)
     best_dir = run_dir / "best"
+    started_at = time.time()  # of this process's session (a resumed run has a later one)
 
     train_model: nn.Module = model
     if rt.compile:
@@ -296,6 +297,8 @@ def _run(job: TrainJob, run_dir: Path, info: ddp.DistInfo) -> dict[str, Any]:
             "device": str(info.device),
             "precision": rt.precision,
             "wall_time_s": state["elapsed_s"],
+            "started_at": started_at,
+            "updated_at": time.time(),
             "tokens_per_s": tokens / state["elapsed_s"] if state["elapsed_s"] > 0 else None,
             f"final_{job.metric}": (state["last_eval"] or {}).get(job.metric),
             f"best_{job.metric}": state["best"],
