@@ -253,7 +253,7 @@ def _drop_or_raise_unseen(
         if not drop:
             raise UserError(
                 f"the {name} split has labels never seen in training: {listing}; "
-                "pass drop_unseen_labels=True (--drop-unseen-labels) to drop those examples"
+                "pass drop_unseen_labels=True (--task.drop-unseen-labels) to drop those examples"
             )
         kept = tuple(ex for ex in splits[name] if not _labels_of(ex) - seen)
         notes.append(
