@@ -76,6 +76,8 @@ class PlanConfig(Config):
     """grid: non-embedding parameter counts."""
     tokens: tuple[float, ...] = ()
     """grid: training tokens."""
+    aspect_ratio: float = 64.0
+    """d_model / n_layer of the size dial (64: nanochat's depth dial; smaller = deeper models)."""
     holdout: int = 1
     """Rungs held out of the fits and predicted (at the largest compute)."""
     holdout_factor: float = 2.0
@@ -152,11 +154,12 @@ class Rung:
         )
 
 
-def _model_cfg(base: PretrainConfig, n_target: float, vocab_size: int):
+def _model_cfg(cfg: PlanConfig, n_target: float, vocab_size: int):
     from scalelab.models.config import ModelConfig
     from scalelab.models.sizes import shape_for_params
 
-    shape = shape_for_params(n_target, arch=base.arch)
+    base = cfg.base
+    shape = shape_for_params(n_target, arch=base.arch, aspect_ratio=cfg.aspect_ratio)
     return ModelConfig(
         arch=base.arch,
         n_layer=shape.n_layer,
@@ -180,7 +183,7 @@ def _rung(
 ) -> Rung:
     from scalelab.models.accounting import flops_per_token, param_counts, training_flops
 
-    mcfg = _model_cfg(cfg.base, n_target, vocab_size)
+    mcfg = _model_cfg(cfg, n_target, vocab_size)
     seq = cfg.base.seq_len
     if tokens is None:  # spend exactly the budget
         tokens = budget / flops_per_token(mcfg, cfg.flops_convention, seq_len=seq)
@@ -209,7 +212,7 @@ def _prior_n_opt(cfg: PlanConfig, compute: float, vocab_size: int) -> float:
     lo, hi = 1e3, 1e12
     for _ in range(60):
         mid = math.sqrt(lo * hi)
-        mcfg = _model_cfg(cfg.base, mid, vocab_size)
+        mcfg = _model_cfg(cfg, mid, vocab_size)
         tokens = compute / flops_per_token(mcfg, cfg.flops_convention, seq_len=cfg.base.seq_len)
         if tokens / mid > PRIOR_TOKENS_PER_PARAM:
             lo = mid
