@@ -6,6 +6,15 @@ import argparse
 from pathlib import Path
 
 
+def add_shortcuts(p: argparse.ArgumentParser, *, method: bool = True) -> None:
+    """``--task NAME`` and ``--method NAME`` for the nested ``task.task`` / ``method.method``."""
+    p.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
+                   help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
+    if method:
+        p.add_argument("--method", dest="method.method", metavar="METHOD", default=argparse.SUPPRESS,
+                       help="full, lora, adalora, prefix, prompt or adapter (default: full)")  # fmt: skip
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from scalelab.cli import subparser
     from scalelab.config import add_config_arguments
@@ -65,8 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fractions 0.01,0.03,0.1,0.3,1 --target 0.6",
     )
     lc.add_argument("out", metavar="OUT", type=Path, help="output directory (resumable)")
-    lc.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
-                    help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
+    add_shortcuts(lc, method=False)
     add_config_arguments(lc, LabelCurveConfig)
     lc.set_defaults(func=_labelcurve)
 

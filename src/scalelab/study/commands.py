@@ -10,6 +10,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     from scalelab.cli import subparser
     from scalelab.config import add_config_arguments
+    from scalelab.finetune.commands import add_shortcuts
     from scalelab.study.downstream import StudyFinetuneConfig
     from scalelab.study.fit import StudyFitConfig
     from scalelab.study.plan import PlanConfig
@@ -89,10 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  scalelab study finetune runs/iso --task twitter-ner --method lora --perturb casing,typos,entity-swap",
     )
     ft.add_argument("study", type=Path, metavar="STUDY")
-    ft.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
-                    help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
-    ft.add_argument("--method", dest="method.method", metavar="METHOD", default=argparse.SUPPRESS,
-                    help="full, lora, adalora, prefix, prompt or adapter (default: full)")  # fmt: skip
+    add_shortcuts(ft)
     add_config_arguments(ft, StudyFinetuneConfig)
     ft.set_defaults(func=_finetune)
 
