@@ -391,6 +391,7 @@ def add_config_arguments(
         help_text = docs.get(f.name, "")
         if default is not dataclasses.MISSING:
             help_text = f"{help_text} (default: {_show_default(default)})".strip()
+        help_text = help_text.replace("%", "%%")  # argparse formats help strings with %
         kwargs: dict[str, Any] = {"dest": dotted, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -31,10 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run_dir", metavar="RUN_DIR", type=Path, help="run directory (created, or resumed)"
     )
-    p.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
-                   help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
-    p.add_argument("--method", dest="method.method", metavar="METHOD", default=argparse.SUPPRESS,
-                   help="full, lora, adalora, prefix, prompt or adapter (default: full)")  # fmt: skip
+    add_shortcuts(p)
     add_config_arguments(p, FinetuneConfig)
     p.set_defaults(func=_finetune)
 
