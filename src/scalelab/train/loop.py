@@ -465,10 +465,10 @@ def _run(job: TrainJob, run_dir: Path, info: ddp.DistInfo) -> dict[str, Any]:
                         state["finished"] = True
                         status = "completed"
                         message = f"early stop: no improvement of {job.metric} in {job.patience} evaluations"
-                wants_stop = ddp.broadcast(info, stop.poll())
-                due = (job.checkpoint_every and state["step"] % job.checkpoint_every == 0) or (
-                    time.monotonic() - last_ckpt_time >= rt.checkpoint_every_s
-                )
+                # Rank 0 decides (clocks and signals differ per rank; checkpoints are collective).
+                timed = time.monotonic() - last_ckpt_time >= rt.checkpoint_every_s
+                wants_stop, timed = ddp.broadcast(info, (stop.poll(), timed))
+                due = (job.checkpoint_every and state["step"] % job.checkpoint_every == 0) or timed
                 if done or stopping or wants_stop or due:
                     checkpoint()
                     last_ckpt_time = time.monotonic()

@@ -254,11 +254,9 @@ def pretrain(
     )
     summary = loop.run(job)
     final_dir = run_dir / "model"
-    if (
-        summary["status"] == "completed"
-        and ddp.setup(cfg.runtime.device).is_main
-        and not final_dir.is_dir()
-    ):
+    is_main = ddp.setup(cfg.runtime.device).is_main
+    ddp.teardown()
+    if summary["status"] == "completed" and is_main and not final_dir.is_dir():
         with atomic_dir(final_dir) as tmp:
             save_hf(model, tmp)
             for f in Path(ds.tokenizer_path).iterdir():
