@@ -163,3 +163,28 @@ def test_compiled_model_matches_eager():
     gb = torch.autograd.grad(b, list(compiled.parameters()))
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_bert_trains_without_recompiling_per_batch():
+    from scalelab.train.step import make_optimizer, train_step
+
+    cfg = ModelConfig(arch="bert", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
+    torch.manual_seed(0)
+    model = maybe_compile(build_model(cfg))
+    opt = make_optimizer(model, lr=1e-3)
+    torch._dynamo.utils.counters.clear()
+    for step in range(4):  # a different number of masked tokens every step
+        ids = torch.randint(0, 64, (4, 16))
+        labels = torch.full_like(ids, -100)
+        labels[:, : 2 + step] = ids[:, : 2 + step]
+        batch = dict(
+            input_ids=ids,
+            token_type_ids=torch.zeros_like(ids),
+            attention_mask=torch.ones_like(ids),
+            labels=labels,
+            next_sentence_label=torch.zeros(4, dtype=torch.long),
+        )
+        out, _ = train_step(model, [batch], opt, precision="fp32")
+        assert out["loss"] == pytest.approx(out["mlm_loss"] + out["nsp_loss"], rel=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2

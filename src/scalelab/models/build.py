@@ -42,9 +42,10 @@ def maybe_compile(model: nn.Module, enabled: bool = True) -> nn.Module:
     For :class:`~scalelab.models.decoder.DecoderLM` the body (embedding, blocks, final
     norm) becomes one graph and the chunked vocabulary loss runs its per-chunk
     softmax/gradient through Inductor (its matmuls and loop stay eager; see
-    :meth:`~scalelab.models.decoder.DecoderLM.compile_for_training`). Other models are
-    compiled whole (``Module.compile``). Either way the parameter names do not change,
-    so the state dict, optimizer state and checkpoints are the same as uncompiled.
+    :meth:`~scalelab.models.decoder.DecoderLM.compile_for_training`). For BERT only the
+    encoder is compiled: the masked-LM head works on a data-dependent number of masked
+    positions, which would recompile at every batch. Parameter names do not change, so
+    the state dict, optimizer state and checkpoints are the same as uncompiled.
     Call it before wrapping in DDP.
     """
     if not enabled:
@@ -54,6 +55,11 @@ def maybe_compile(model: nn.Module, enabled: bool = True) -> nn.Module:
     if isinstance(model, DecoderLM):
         model.compile_for_training()
     else:
-        model.compile(dynamic=False)
+        from scalelab.models.encoder import BertPretrainingModel  # imports transformers
+
+        if isinstance(model, BertPretrainingModel):
+            model.bert.compile(dynamic=False)
+        else:
+            model.compile(dynamic=False)
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     return model
