@@ -68,12 +68,13 @@ def test_linear_cross_entropy_chunks_and_masks():
     assert torch.count_nonzero(torch.autograd.grad(loss, h)[0]) == 0
 
 
-def test_linear_cross_entropy_bf16_close_to_autocast_reference():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_linear_cross_entropy_half_close_to_autocast_reference(dtype):
     torch.manual_seed(0)
     h = torch.randn(512, 32, requires_grad=True)
     w = (0.3 * torch.randn(200, 32)).requires_grad_()
     labels = torch.randint(0, 200, (512,))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         loss = linear_cross_entropy(h, w, labels, chunk=100)
         ref = F.cross_entropy(F.linear(h, w), labels)
     assert loss.dtype == torch.float32

@@ -100,7 +100,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n_valid = int((labels != IGNORE_INDEX).sum())
         inv = 1.0 / max(n_valid, 1)
         all_valid = n_valid == n_tok
-        inv_t = torch.tensor(inv, dtype=torch.float32, device=hidden.device)
+        # Fold 1/n into the logits' gradient before rounding it, except in fp16, whose
+        # narrow exponent would flush p/n to zero; there it is applied in backward.
+        fold = inv if dtype != torch.float16 else 1.0
+        inv_t = torch.tensor(fold, dtype=torch.float32, device=hidden.device)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = (
@@ -113,7 +116,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits = torch.mm(hs, w.t())  # [n, V] in the compute dtype
             if kernel is None:
                 part, g = _chunk_loss_and_grad_eager(
-                    logits, labels[start:stop], dtype, inv, all_valid
+                    logits, labels[start:stop], dtype, fold, all_valid
                 )
             else:
                 part, g = kernel(logits, labels[start:stop], dtype, inv_t)
@@ -130,12 +133,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_w.add_(torch.mm(g.t(), hs))
         ctx.save_for_backward(grad_h, grad_w)
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
+        ctx.post_scale = inv / fold
         return loss_sum * inv
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         grad_h, grad_w = ctx.saved_tensors
-        # The usual incoming gradient is exactly 1 (or 1/micro-batches): skip the pass then.
+        grad_out = grad_out * ctx.post_scale
+        # The usual incoming gradient is exactly 1: skip the passes then.
         unit = float(grad_out) == 1.0
         gh = gw = None
         if grad_h is not None:
