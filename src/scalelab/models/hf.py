@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from scalelab.errors import UserError
 from scalelab.models.build import build_model, unwrap_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig
 from scalelab.models.config import ModelConfig
 
 CONFIG_KEY = "scalelab_model"  # our ModelConfig, stored inside config.json for exact reloads
@@ -37,7 +40,7 @@ WEIGHTS = "model.safetensors"
 # ====================================================================== configs
 
 
-def hf_config(cfg: ModelConfig, extra: dict[str, Any] | None = None):
+def hf_config(cfg: ModelConfig, extra: dict[str, Any] | None = None) -> PretrainedConfig:
     """The ``transformers`` config equivalent to ``cfg`` (``extra``: e.g. token ids)."""
     import transformers
 

@@ -20,6 +20,8 @@ and the head-weight gradient accumulates in fp32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 IGNORE_INDEX = -100
@@ -155,7 +157,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 _COMPILED_KERNEL = None
 
 
-def compiled_kernel():
+def compiled_kernel() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """:func:`chunk_loss_and_grad` compiled by Inductor (built once, on first use)."""
     global _COMPILED_KERNEL
     if _COMPILED_KERNEL is None:
