@@ -224,10 +224,10 @@ def build_hf(
     By default the Trainer trains the very module scalelab's ``TaskModel`` wraps (for LoRA
     the ``peft.get_peft_model`` result, built from the same ``LoraConfig`` values): each side
     keeps its own optimizer, and both clear the gradients after every step. One set of
-    tensors for both removes the placement effect measured here: of two identical copies,
-    the one loaded first ran ~3% slower, whichever framework trained it. ``separate``
-    loads an independent copy (``from_pretrained`` + ``get_peft_model`` with its own
-    ``LoraConfig``) instead.
+    tensors for both takes memory placement out of the comparison (two separately loaded
+    copies differed by up to ~3% in some runs, following load order, not framework).
+    ``separate`` loads an independent copy (``from_pretrained`` + ``get_peft_model`` with
+    its own ``LoraConfig``) instead.
     """
     if not separate:
         return tm.model
@@ -290,6 +290,10 @@ def run_hf(
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             tick()
 
+    # With bf16, accelerate wraps the model's forward in autocast by assigning an instance
+    # attribute; put the old forward back after the run, or the shared module would run
+    # scalelab's steps through the Trainer's wrapper too.
+    old_forward = model.__dict__.get("forward")
     out_dir = tempfile.mkdtemp(prefix="ft-bench-hf-")
     try:
         args = TrainingArguments(
@@ -330,6 +334,14 @@ def run_hf(
         info["optimizer"] = f"{type(opt).__name__}(fused={opt.defaults.get('fused')})"
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+        model.__dict__.pop("_original_forward", None)
+        # Accelerate also marks the model as prepared and would skip it (autocast included)
+        # in the next run's Trainer.
+        model.__dict__.pop("_is_accelerate_prepared", None)
+        if old_forward is None:
+            model.__dict__.pop("forward", None)
+        else:
+            model.forward = old_forward
 
 
 # ====================================================================== one cell
@@ -360,7 +372,7 @@ class Cell:
     wall: dict[str, list[list[float]]]
     cpu: dict[str, list[list[float]]]
     trainable: tuple[int, int]
-    dtypes: tuple[torch.dtype, torch.dtype]
+    dtypes: tuple[set[torch.dtype], set[torch.dtype]]
     mean_len: float
     hf_optimizer: str
     collate_ms: tuple[float, float]
@@ -421,12 +433,12 @@ def bench_cell(
     lengths = [max(len(feats[i].input_ids) for i in rows) for rows in order]
     wall: dict[str, list[list[float]]] = {"scalelab": [], "hf": []}
     cpu: dict[str, list[list[float]]] = {"scalelab": [], "hf": []}
-    dtypes: dict[str, torch.dtype] = {}
+    dtypes: dict[str, set[torch.dtype]] = {"scalelab": set(), "hf": set()}
     info: dict[str, Any] = {}
     for r in range(repeats):
         first, second = ("scalelab", "hf") if r % 2 == 0 else ("hf", "scalelab")
         pp = PingPong(first, second, threads)
-        with dtype_probe([tm, hf], pp.whose_turn, dtypes):
+        with dtype_probe([tm, hf], pp.whose_turn, dtypes):  # every run, both sides
             pp.run(
                 {
                     "scalelab": lambda tick: run_scalelab(tm, prep, cfg, total, tick),
@@ -471,8 +483,8 @@ def check_cell(cell: Cell) -> None:
     if n_ours != n_hf:
         print(f"  WARNING: trainable parameters differ: scalelab {n_ours:,}, Trainer {n_hf:,}")
     want = torch.bfloat16 if cell.precision == "bf16" else torch.float32
-    if cell.dtypes != (want, want):
-        print(f"  WARNING: matmul output dtypes (scalelab, Trainer) = {cell.dtypes}")
+    if cell.dtypes != ({want}, {want}):
+        print(f"  WARNING: matmul output dtypes seen (scalelab, Trainer) = {cell.dtypes}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,16 +111,16 @@ class PingPong:
 
 @contextmanager
 def dtype_probe(
-    models: list[nn.Module], whose_turn: Callable[[], str], sink: dict[str, torch.dtype]
+    models: list[nn.Module], whose_turn: Callable[[], str], sink: dict[str, set[torch.dtype]]
 ) -> Iterator[None]:
-    """Record, per side, the output dtype of the first Linear in training (is autocast on?)."""
+    """Collect, per side, the output dtypes of the first Linear in training (is autocast on?)."""
     handles = []
     for model in {id(m): m for m in models}.values():  # the models may be one object
         first = next(m for m in model.modules() if isinstance(m, nn.Linear))
 
         def hook(module: nn.Module, _args: Any, out: torch.Tensor) -> None:
             if module.training:
-                sink.setdefault(whose_turn(), out.dtype)
+                sink.setdefault(whose_turn(), set()).add(out.dtype)
 
         handles.append(first.register_forward_hook(hook))
     try:
