@@ -11,7 +11,10 @@ It prints tokens/s (median over timed steps), the ratio scalelab / reference (an
 same ratio in tokens per CPU-second, which other tenants of a shared machine disturb
 less), the
 machine's measured fp32/bf16 matmul throughput and the FLOP/s achieved under 6N
-(Kaplan's non-embedding N) and the full Appendix F count (head and attention included).
+(Kaplan's non-embedding N) and the full Appendix F count (head and attention included;
+it also counts the embedding lookup as a matmul and the attention without the causal
+discount, so full/peak can pass 1, most at small widths or when other tenants' load
+lowers the measured peak).
 
     .venv/bin/python bench/pretrain_throughput.py                      # full table
     .venv/bin/python bench/pretrain_throughput.py --shapes 2x64 --modes bf16-eager --steps 5
