@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "scalelab.study.commands",  # demo, plan, study ...
     "scalelab.data.commands",  # data prepare / info
     "scalelab.train.commands",  # pretrain
+    "scalelab.models.commands",  # sizes
     "scalelab.laws.commands",  # fit, predict, optimal, plot
     "scalelab.finetune.commands",  # finetune, evaluate, predict-text, labelcurve
     "scalelab.report.commands",  # report

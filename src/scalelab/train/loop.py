@@ -234,6 +234,9 @@ def run(job: TrainJob) -> dict[str, Any]:
 
 
 def _run(job: TrainJob, run_dir: Path, info: ddp.DistInfo) -> dict[str, Any]:
+    from scalelab.utils.env import tune_allocator
+
+    tune_allocator()
     rt = job.runtime
     if rt.threads > 0:
         torch.set_num_threads(rt.threads)

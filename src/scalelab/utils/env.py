@@ -35,3 +35,25 @@ def quiet_threads_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def tune_allocator() -> None:
+    """Keep glibc from returning big training buffers to the OS after every step.
+
+    Large CPU tensors are otherwise freshly ``mmap``ed each step (82k page faults per step
+    measured for an eager 4x128 model, ~1.6 us each); raising the mmap and trim thresholds
+    removed them (about -6% CPU time). Process-wide, glibc only; a no-op elsewhere.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or platform.system() != "Linux":
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameter numbers (malloc.h)
+        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
