@@ -64,7 +64,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_throughput_timing import PingPong, dtype_probe  # noqa: E402
+from finetune_throughput_timing import Cell, PingPong, dtype_probe  # noqa: E402
 from scalelab.finetune.align import PadCollator  # noqa: E402
 from scalelab.finetune.batching import EncodedSplit, ExampleBatches, encode_split  # noqa: E402
 from scalelab.finetune.methods import (  # noqa: E402
@@ -360,52 +360,6 @@ def collate_ms(prep: Prepared, rows_per_batch: list[list[int]]) -> tuple[float, 
         t_theirs.append(time.perf_counter() - t1)
         t_ours.append(t1 - t0)
     return 1e3 * statistics.median(t_ours), 1e3 * statistics.median(t_theirs)
-
-
-@dataclass
-class Cell:
-    """Step times of one (model, task, method, precision) cell: side -> runs -> steps."""
-
-    method: str
-    precision: str
-    batch_size: int
-    wall: dict[str, list[list[float]]]
-    cpu: dict[str, list[list[float]]]
-    trainable: tuple[int, int]
-    dtypes: tuple[set[torch.dtype], set[torch.dtype]]
-    mean_len: float
-    hf_optimizer: str
-    collate_ms: tuple[float, float]
-
-    def rate(self, side: str, *, cpu: bool = False) -> float:
-        """Examples/s from the median over runs of each step's time, summed over the steps.
-
-        Step k holds the same batch in every run of both sides, so the per-step median
-        drops a step that another process's burst hit without mixing batch lengths.
-        """
-        runs = (self.cpu if cpu else self.wall)[side]
-        per_step = [statistics.median(times) for times in zip(*runs, strict=True)]
-        return len(per_step) * self.batch_size / sum(per_step)
-
-    def ratio(self, *, cpu: bool = False) -> float:
-        return self.rate("scalelab", cpu=cpu) / self.rate("hf", cpu=cpu)
-
-    def paired(self) -> tuple[float, float]:
-        """Range of the ratio over the runs (each run interleaves the two sides step by step)."""
-        r = [sum(h) / sum(s) for s, h in zip(self.wall["scalelab"], self.wall["hf"], strict=True)]
-        return min(r), max(r)
-
-    def step_pairs(self) -> float:
-        """Median over every (run, step) of Trainer time / scalelab time: same batch, adjacent."""
-        pairs = [
-            h / s
-            for run_s, run_h in zip(self.wall["scalelab"], self.wall["hf"], strict=True)
-            for s, h in zip(run_s, run_h, strict=True)
-        ]
-        return statistics.median(pairs)
-
-    def cpu_ms_per_step(self, side: str) -> float:
-        return 1e3 * self.batch_size / self.rate(side, cpu=True)
 
 
 def bench_cell(

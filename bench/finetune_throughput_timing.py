@@ -2,15 +2,18 @@
 
 ``PingPong`` runs two training loops (any framework that calls back after every optimizer
 step) in two threads that alternate one step at a time, and times each step of each side
-without the other side's step; ``dtype_probe`` checks that autocast is on where it should be.
+without the other side's step; ``Cell`` turns the step times into examples/s and ratios;
+``dtype_probe`` checks that autocast is on where it should be.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -128,3 +131,49 @@ def dtype_probe(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@dataclass
+class Cell:
+    """Step times of one (model, task, method, precision) cell: side -> runs -> steps."""
+
+    method: str
+    precision: str
+    batch_size: int
+    wall: dict[str, list[list[float]]]
+    cpu: dict[str, list[list[float]]]
+    trainable: tuple[int, int]
+    dtypes: tuple[set[torch.dtype], set[torch.dtype]]
+    mean_len: float
+    hf_optimizer: str
+    collate_ms: tuple[float, float]
+
+    def rate(self, side: str, *, cpu: bool = False) -> float:
+        """Examples/s from the median over runs of each step's time, summed over the steps.
+
+        Step k holds the same batch in every run of both sides, so the per-step median
+        drops a step that another process's burst hit without mixing batch lengths.
+        """
+        runs = (self.cpu if cpu else self.wall)[side]
+        per_step = [statistics.median(times) for times in zip(*runs, strict=True)]
+        return len(per_step) * self.batch_size / sum(per_step)
+
+    def ratio(self, *, cpu: bool = False) -> float:
+        return self.rate("scalelab", cpu=cpu) / self.rate("hf", cpu=cpu)
+
+    def paired(self) -> tuple[float, float]:
+        """Range of the ratio over the runs (each run interleaves the two sides step by step)."""
+        r = [sum(h) / sum(s) for s, h in zip(self.wall["scalelab"], self.wall["hf"], strict=True)]
+        return min(r), max(r)
+
+    def step_pairs(self) -> float:
+        """Median over every (run, step) of Trainer time / scalelab time: same batch, adjacent."""
+        pairs = [
+            h / s
+            for run_s, run_h in zip(self.wall["scalelab"], self.wall["hf"], strict=True)
+            for s, h in zip(run_s, run_h, strict=True)
+        ]
+        return statistics.median(pairs)
+
+    def cpu_ms_per_step(self, side: str) -> float:
+        return 1e3 * self.batch_size / self.rate(side, cpu=True)
