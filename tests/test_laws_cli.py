@@ -114,18 +114,21 @@ def test_predict_on_something_that_is_not_a_fit(tmp_path, capsys, monkeypatch):
     import sys
     import types
 
+    from scalelab.finetune.commands import add_shortcuts
+
     other = tmp_path / "run_dir"
     other.mkdir()
-    # Without the fine-tuning stage's predict_run: a one-line error naming the path.
-    bare = types.ModuleType("stub")
-    bare.register = lambda sub: None  # the CLI registers every stage's commands
-    monkeypatch.setitem(sys.modules, "scalelab.finetune.commands", bare)
-    assert main(["predict", str(other), "--n", "1e9"]) == 2
-    assert f"{other} is not a fit JSON" in capsys.readouterr().err
-    # With it: the non-fit path is handed over, flags and all.
+    # A file that is neither a fit JSON nor a run directory: a one-line error naming it.
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not json")
+    assert main(["predict", str(junk), "--n", "1e9"]) == 2
+    err = capsys.readouterr().err
+    assert f"{junk} is neither a fit JSON" in err and err.count("\n") == 1
+    # A directory goes to the fine-tuning stage's predict_run, flags and all.
     seen = {}
     stub = types.ModuleType("stub")
-    stub.register = lambda sub: None
+    stub.register = lambda sub: None  # the CLI registers every stage's commands
+    stub.add_shortcuts = add_shortcuts  # the study commands borrow the fine-tuning flags
     stub.predict_run = lambda args: seen.setdefault("path", args.path) and 0
     monkeypatch.setitem(sys.modules, "scalelab.finetune.commands", stub)
     assert main(["predict", str(other), "--n", "1e9"]) == 0
