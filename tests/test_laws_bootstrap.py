@@ -114,3 +114,14 @@ def test_bad_arguments(table_and_fit):
         bootstrap(table, fit, n=1)
     with pytest.raises(UserError, match="does not match the fit"):
         bootstrap(table.subset(np.arange(10)), fit, n=10)
+
+
+def test_a_runaway_coefficient_is_inf_not_a_crash():
+    """A resample whose optimum sends log A past 709 (seen on a real CPU study) must not raise;
+    the bootstrap counts it as failed (n_ok) instead."""
+    import math
+
+    from scalelab.laws.forms import make_form
+
+    pub = make_form("chinchilla").to_public(np.array([800.0, 5.0, 0.5, 2.0, 0.3]))
+    assert pub["A"] == math.inf and math.isclose(pub["B"], math.exp(5.0))

@@ -216,8 +216,11 @@ def _batched(
     theta_all, ok = batched_refit(table, fit, counts, extra_starts=extra_starts, max_iter=max_iter)
     form = fit.law
     k = 1 + min(extra_starts, max(len(fit.diagnostics.local_optima) - 1, 0))
+    # A resample whose optimum runs off to infinity (e.g. A = e^800) counts as failed.
+    publics_all = [form.to_public(t) if good else None for t, good in zip(theta_all, ok)]
+    ok = ok & np.array([p is not None and all(map(math.isfinite, p.values())) for p in publics_all])
     thetas = theta_all[ok]
-    publics = [form.to_public(t) for t in thetas]
+    publics = [p for p, good in zip(publics_all, ok) if good]
     names = list(fit.params)
     samples = {name: np.array([p[name] for p in publics]) for name in names}
     estimates = dict(fit.params)

@@ -33,6 +33,11 @@ from scalelab.laws.objective import ChinchillaObjective, HuberObjective
 Data = Mapping[str, np.ndarray]
 
 
+def _exp(x: float) -> float:
+    """exp that saturates to inf (a degenerate fit's log-coefficient can exceed 709)."""
+    return math.exp(x) if x < 709.0 else math.inf
+
+
 class LawForm:
     """Base class; subclasses define the law."""
 
@@ -107,7 +112,7 @@ class ChinchillaForm(LawForm):
 
     def to_public(self, theta: np.ndarray) -> dict[str, float]:
         a, b, e, al, be = (float(t) for t in theta)
-        return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": al, "beta": be}
+        return {"E": _exp(e), "A": _exp(a), "B": _exp(b), "alpha": al, "beta": be}
 
     def grid(self, data: Data, log_y: np.ndarray) -> np.ndarray:
         return hoffmann_grid()
@@ -221,9 +226,9 @@ class PowerLawForm(LawForm):
     def to_public(self, theta):
         if self.offset:
             a, e, al = (float(t) for t in theta)
-            return {"E": math.exp(e), "A": math.exp(a), "alpha": al}
+            return {"E": _exp(e), "A": _exp(a), "alpha": al}
         a, al = (float(t) for t in theta)
-        return {"A": math.exp(a), "alpha": al}
+        return {"A": _exp(a), "alpha": al}
 
     def spec(self):
         return {"variable": self.variable, "offset": self.offset}
