@@ -78,6 +78,8 @@ class PlanConfig(Config):
     """grid: training tokens."""
     aspect_ratio: float = 64.0
     """d_model / n_layer of the size dial (64: nanochat's depth dial; smaller = deeper models)."""
+    prior_tokens_per_param: float = PRIOR_TOKENS_PER_PARAM
+    """Tokens per parameter (all parameters) at which each compute level is centred."""
     holdout: int = 1
     """Rungs held out of the fits and predicted (at the largest compute)."""
     holdout_factor: float = 2.0
@@ -206,15 +208,20 @@ def _rung(
 
 
 def _prior_n_opt(cfg: PlanConfig, compute: float, vocab_size: int) -> float:
-    """Size whose tokens at this compute equal the prior tokens/param (bisection in log N)."""
-    from scalelab.models.accounting import flops_per_token
+    """Non-embedding size whose tokens at this compute are the prior tokens per parameter.
+
+    The prior counts ALL parameters, as Hoffmann et al. did: at CPU scale the embeddings
+    are most of a model, and 20 tokens per non-embedding parameter would leave the larger
+    rungs a few dozen optimizer steps (measured: such rungs sat far above the frontier).
+    """
+    from scalelab.models.accounting import flops_per_token, param_counts
 
     lo, hi = 1e3, 1e12
     for _ in range(60):
         mid = math.sqrt(lo * hi)
         mcfg = _model_cfg(cfg, mid, vocab_size)
         tokens = compute / flops_per_token(mcfg, cfg.flops_convention, seq_len=cfg.base.seq_len)
-        if tokens / mid > PRIOR_TOKENS_PER_PARAM:
+        if tokens / param_counts(mcfg).total > cfg.prior_tokens_per_param:
             lo = mid
         else:
             hi = mid

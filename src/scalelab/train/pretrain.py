@@ -58,7 +58,9 @@ class PretrainConfig(Config):
     micro_batch_size: int = 0
     """Sequences per forward pass per rank (0: the whole per-rank batch at once)."""
     eval_every_tokens: int = 0
-    """Evaluate every this many tokens (0: about 10 times per run)."""
+    """Evaluate every this many tokens (0: `evals` times per run)."""
+    evals: int = 10
+    """Evaluations per run when eval_every_tokens is 0 (the last one is at the end)."""
     eval_tokens: int = 65_536
     """Validation tokens per source (fixed windows from the start of each validation shard)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -217,7 +219,7 @@ def pretrain(
     eval_every = (
         max(1, round(cfg.eval_every_tokens / cfg.batch_tokens))
         if cfg.eval_every_tokens
-        else max(1, cfg.steps // 10)
+        else max(1, cfg.steps // max(1, cfg.evals))
     )
     job = loop.TrainJob(
         run_dir=run_dir,
