@@ -27,10 +27,27 @@ def _figure(ncols: int = 1, *, width: float = 6.4, height: float = 4.4):
     return fig, axes
 
 
+def tidy_log_axes(fig: Any) -> None:
+    """Readable log axes: matplotlib labels some minor ticks of short log axes, and at 1-2
+    decades they overprint each other; label 1, 2 and 5 of each decade instead."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+    for ax in fig.axes:
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(limits)
+            if axis.get_scale() != "log" or lo <= 0 or hi / lo <= 10:
+                continue
+            axis.set_minor_formatter(NullFormatter())
+            if hi / lo < 10**2.5:  # few decades: label 1, 2 and 5 of each
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+
+
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
     """Write ``fig`` as PNG (parent directories created)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    tidy_log_axes(fig)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -116,7 +133,7 @@ def plot_isoflop(table: RunTable, iso: IsoFLOPFit) -> Any:
     labels, budgets = budget_groups(table, iso.budget_column, rtol=iso.budget_rtol)
     fig, (ax,) = _figure()
     norm = LogNorm(vmin=float(budgets.min()), vmax=float(budgets.max()) * 1.0001)
-    cmap = _cmap("plasma")
+    cmap = _cmap("plasma", top=0.85)
     for g, c in enumerate(budgets):
         sel = labels == g
         color = cmap(norm(c))
@@ -139,10 +156,13 @@ def plot_isoflop(table: RunTable, iso: IsoFLOPFit) -> Any:
     return fig
 
 
-def _cmap(name: str):
+def _cmap(name: str, top: float = 1.0):
+    """A colormap, optionally cut at ``top`` (plasma's last tenth is too pale on white)."""
     from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
 
-    return colormaps[name]
+    cmap = colormaps[name]
+    return cmap if top >= 1.0 else ListedColormap(cmap(np.linspace(0.0, top, 256)))
 
 
 def _scalar_mappable(norm, cmap):

@@ -98,6 +98,9 @@ class Report:
 
         if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
             FigureCanvasAgg(fig)
+        from scalelab.laws.plots import tidy_log_axes
+
+        tidy_log_axes(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         if getattr(fig, "number", None) is not None:  # managed by pyplot: release it
