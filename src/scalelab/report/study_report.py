@@ -164,11 +164,13 @@ def build_report(study: Study) -> tuple[Path, Path]:
     rep.heading("Headline")
     total_c = sum(r[f"C_{conv}"] or 0 for r in done)
     wall = sum(r["wall_time_s"] or 0 for r in done)
-    facts = study.facts
+    summaries = (study.rung_summary(r) for r in study.rungs)
+    dataset = next((s["dataset"] for s in summaries if s and s.get("dataset")), None)
     rep.paragraph(
         f"{len(done)} of {len(rows)} rungs trained ({total_c:.3g} FLOPs under the {conv} convention, "
-        f"{wall / 60:.1f} min of training). Non-embedding N spans {fmt(min((r['N'] for r in rows), default=0))} "
-        f"to {fmt(max((r['N'] for r in rows), default=0))}; dataset {facts.get('dataset', 'n/a')}."
+        f"{wall / 60:.1f} min of training summed over rungs). Non-embedding N spans "
+        f"{fmt(min((r['N'] for r in rows), default=0))} to {fmt(max((r['N'] for r in rows), default=0))}; "
+        f"dataset {dataset or 'not prepared yet'}."
     )
     if chin is not None:
         p = chin.params
