@@ -45,3 +45,19 @@ def test_downstream_step_of_presets():
     assert ft is not None and ft.task.task == "wiki-topics"
     with pytest.raises(UserError, match="unknown preset"):
         preset("huge")
+
+
+def test_near_frontier_selection():
+    """Approach 3 keeps the rungs within the band of their level's best loss; with fewer than
+    6 left it keeps every rung."""
+    from scalelab.study.fit import StudyFitConfig, _near_frontier
+
+    rows = [
+        {"rung": f"c{i}-n{j}", "budget": 1e10 * 3**i, "final_val_loss": loss}
+        for i, losses in enumerate([(5.0, 4.8, 4.9, 5.3), (4.6, 4.5, 4.6, 4.9)])
+        for j, loss in enumerate(losses)
+    ]
+    kept = {r["rung"] for r in _near_frontier(rows, StudyFitConfig(frontier_band=0.05))}
+    assert kept == {"c0-n0", "c0-n1", "c0-n2", "c1-n0", "c1-n1", "c1-n2"}
+    assert len(_near_frontier(rows, StudyFitConfig(frontier_band=0.01))) == len(rows)
+    assert len(_near_frontier(rows, StudyFitConfig(frontier_band=None))) == len(rows)

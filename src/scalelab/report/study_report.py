@@ -176,7 +176,7 @@ def build_report(study: Study) -> tuple[Path, Path]:
         p = chin.params
         rep.paragraph(
             f"Approach 3 law: L(N, D) = {p['E']:.3f} + {p['A']:.4g}/N^{p['alpha']:.3f} + {p['B']:.4g}/D^{p['beta']:.3f} "
-            f"(fitted on {fits.get('n_fit')} rungs; compute-optimal N ∝ C^{chin.exponents[0]:.3f}, "
+            f"(fitted on {fits.get('n_fit')} rungs{_band_text(fits)}; compute-optimal N ∝ C^{chin.exponents[0]:.3f}, "
             f"D ∝ C^{chin.exponents[1]:.3f}).",
             style="note",
         )
@@ -189,7 +189,13 @@ def build_report(study: Study) -> tuple[Path, Path]:
         rep.paragraph(
             f"Extrapolation check: held-out rung {c['rung']} ({c['extrapolation_decades']:.2f} decades of compute "
             f"beyond the fitted rungs) measured {c['actual']:.4f}; the law predicted {c['estimate']:.4f}{interval}: "
-            f"error {100 * c['rel_error']:+.2f}%.",
+            f"error {100 * c['rel_error']:+.2f}%."
+            + (
+                f" Fitted on every rung, the law predicts {c['estimate_all']:.4f} "
+                f"(error {100 * c['rel_error_all']:+.2f}%)."
+                if "estimate_all" in c
+                else ""
+            ),
             style="note" if abs(c["rel_error"]) < 0.03 else "warn",
         )
     if chin is None:
@@ -309,6 +315,9 @@ def build_report(study: Study) -> tuple[Path, Path]:
                         "PI low": c.get("pred_lo"),
                         "PI high": c.get("pred_hi"),
                         "error %": 100 * c["rel_error"],
+                        "error % (every rung)": 100 * c["rel_error_all"]
+                        if "rel_error_all" in c
+                        else None,
                     }
                     for c in fits["holdout"]
                 ]
@@ -335,6 +344,16 @@ def build_report(study: Study) -> tuple[Path, Path]:
 
     add_downstream_section(rep, study)
     return rep.write(study.root)
+
+
+def _band_text(fits: dict[str, Any]) -> str:
+    chin = fits.get("chinchilla", {})
+    if not chin.get("excluded"):
+        return ""
+    return (
+        f" within {100 * chin['frontier_band']:.0f}% of the best loss at their compute level; "
+        f"left out: {', '.join(chin['excluded'])}"
+    )
 
 
 def _law_rows(chin: Any, fits: dict[str, Any]) -> list[dict[str, Any]]:

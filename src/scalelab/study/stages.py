@@ -175,6 +175,11 @@ def describe_fit(summary: dict[str, Any]) -> str:
         f"  (rmse(log) {summary['chinchilla']['rmse_log']:.4f}, {'converged' if summary['chinchilla']['converged'] else 'NOT CONVERGED'})",
         f"  compute-optimal N ∝ C^{summary['chinchilla']['a']:.3f}, D ∝ C^{summary['chinchilla']['b']:.3f}",
     ]
+    if summary["chinchilla"].get("excluded"):
+        lines.append(
+            f"  fitted on {summary['n_fit']} rungs within {100 * summary['chinchilla']['frontier_band']:.0f}% "
+            f"of their compute level's best loss (left out: {', '.join(summary['chinchilla']['excluded'])})"
+        )
     for key, name in (("isoflop", "Approach 2 (IsoFLOP)"), ("envelope", "Approach 1 (envelope)")):
         if "a" in summary.get(key, {}):
             lines.append(
@@ -186,6 +191,11 @@ def describe_fit(summary: dict[str, Any]) -> str:
             f"held out {c['rung']}: predicted {c['estimate']:.4f}{pi}, measured {c['actual']:.4f}, "
             f"error {100 * c['rel_error']:+.2f}%"
         )
+        if "estimate_all" in c:
+            lines.append(
+                f"  (law fitted on every rung: predicted {c['estimate_all']:.4f}, "
+                f"error {100 * c['rel_error_all']:+.2f}%)"
+            )
     for key, res in summary.get("downstream", {}).items():
         for h in res.get("holdout", []):
             if "ladder_estimate" in h:
