@@ -68,7 +68,11 @@ def plot_metric_vs_loss(key: str, res: dict[str, Any]):
     pts = res["points"]
     lad = res.get("ladder", {}).get("params")
     fig, ax = _figure()
-    ax.scatter([p["loss"] for p in pts], [p["test"] for p in pts], c=["k" if p["role"] == "holdout" else "C0" for p in pts], s=18)  # fmt: skip
+    for role, color, label in (("fit", "C0", "fitted rungs"), ("holdout", "k", "held out")):
+        sel = [p for p in pts if p["role"] == role]
+        if sel:
+            ax.scatter([p["loss"] for p in sel], [p["test"] for p in sel], color=color, s=18, label=label)  # fmt: skip
+    ax.legend(fontsize=7)
     if lad:
         ls = np.linspace(min(p["loss"] for p in pts) - 0.2, max(p["loss"] for p in pts) + 0.2, 100)
         a, k, l0 = (lad["sigmoid." + n] for n in ("a", "k", "L0"))
