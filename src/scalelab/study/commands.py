@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="The default scaling study on the built-in corpus: plan, train, fit, report (rerun to resume).",
         example="scalelab demo                      # about 10 minutes on 2 CPU cores, report in runs/demo/\n"
-        "  scalelab demo --preset medium      # about an hour, tighter fits, downstream section",
+        "  scalelab demo --preset medium      # about 30 minutes, more sizes, downstream section",
     )
     demo.add_argument("--preset", default="default", help="default, medium or gpu (see the README)")
     demo.add_argument(

@@ -1,12 +1,12 @@
 """Ready-made studies: ``scalelab demo`` (the README's main command) and larger presets.
 
-- ``default``: the whole study — data preparation included — in about 10 minutes on a
+- ``default``: the whole study — data preparation included — in under 10 minutes on a
   2-core CPU (measured figures in the README): an IsoFLOP design of 3 compute levels x 5
   sizes spanning 1.5 decades of non-embedding N, plus one held-out rung at twice the
   largest budget, which the fitted law predicts.
-- ``medium``: about an hour on the same machine; more levels and sizes, more tokens, a
+- ``medium``: about 30 minutes on the same machine; more levels and sizes, more tokens, a
   tighter fit, and the downstream section (fine-tuning every rung on a built-in task).
-- ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 2e6 to 3e8 parameters
+- ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.8M to 163M non-embedding parameters
   at sequence 1024, bf16, ``torch.compile``.
 
 Rerunning ``scalelab demo`` resumes an interrupted study, or finds everything done and
