@@ -27,7 +27,7 @@ TASKS = {
         ["--epochs", "2", "--max-length", "64", "--task.max-examples", "3000"],
     ),
 }
-LR = {"full": "5e-5", "lora": "5e-4"}
+LR = {"full": "1e-4", "lora": "5e-4"}
 
 
 def minilm_dir() -> Path:

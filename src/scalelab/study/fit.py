@@ -82,16 +82,14 @@ def _near_frontier(rows: list[dict], cfg: StudyFitConfig) -> list[dict]:
     rung when that leaves fewer than 6 (the Chinchilla law has 5 parameters)."""
     if cfg.frontier_band is None or any(r.get("budget") in (None, "") for r in rows):
         return rows
+
+    def level(r: dict) -> float:
+        return round(math.log(float(r["budget"])), 3)
+
     best: dict[float, float] = {}
     for r in rows:
-        key = round(math.log(float(r["budget"])), 3)
-        best[key] = min(best.get(key, math.inf), float(r[cfg.loss]))
-    near = [
-        r
-        for r in rows
-        if float(r[cfg.loss])
-        <= (1 + cfg.frontier_band) * best[round(math.log(float(r["budget"])), 3)]
-    ]
+        best[level(r)] = min(best.get(level(r), math.inf), float(r[cfg.loss]))
+    near = [r for r in rows if float(r[cfg.loss]) <= (1 + cfg.frontier_band) * best[level(r)]]
     return near if len(near) >= 6 else rows
 
 
