@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -149,24 +148,11 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from scalelab.config import config_from_args
-    from scalelab.study.downstream import StudyFinetuneConfig, finetune_study
-    from scalelab.study.fit import StudyFitConfig
-    from scalelab.study.stages import describe_fit, fit_and_report
+    from scalelab.study.downstream import StudyFinetuneConfig
+    from scalelab.study.stages import finetune_and_fit
     from scalelab.study.study import Study
 
-    study = Study.load(args.study)
-    statuses = finetune_study(study, config_from_args(StudyFinetuneConfig, args))
-    summary = fit_and_report(study, StudyFitConfig(), force_fit=True)
-    if summary is not None:
-        print(describe_fit(summary))
-    failed = [k for k, v in statuses.items() if v != "completed"]
-    if failed:
-        print(
-            f"scalelab: {len(failed)} fine-tuning run(s) failed: see their train.log",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return finetune_and_fit(Study.load(args.study), config_from_args(StudyFinetuneConfig, args))
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ only re-renders the report.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 from scalelab.data.config import DataConfig
@@ -147,18 +146,6 @@ def run_demo(name: str = "default", *, out: Path | None = None, workers: int = 0
     ft = downstream(name)
     if ft is None or code != 0:
         return code
-    from scalelab.study.downstream import finetune_study
-    from scalelab.study.stages import describe_fit, fit_and_report
+    from scalelab.study.stages import finetune_and_fit
 
-    statuses = finetune_study(study, dataclasses.replace(ft, workers=workers))
-    summary = fit_and_report(study, StudyFitConfig())
-    if summary is not None:
-        print(describe_fit(summary))
-    failed = [k for k, v in statuses.items() if v != "completed"]
-    if failed:
-        print(
-            f"scalelab: {len(failed)} fine-tuning run(s) failed: see their train.log",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return finetune_and_fit(study, dataclasses.replace(ft, workers=workers))

@@ -222,3 +222,24 @@ def run_and_fit(study: Study, run_cfg: RunConfig, fit_cfg: Any) -> int:
         )
         return 1
     return 0
+
+
+def finetune_and_fit(study: Study, cfg: Any) -> int:
+    """Fine-tune every rung (``scalelab study finetune``), refit with the downstream laws,
+    re-render the report; 1 if a fine-tuning run failed."""
+    from scalelab.study.downstream import finetune_study
+    from scalelab.study.fit import StudyFitConfig
+
+    statuses = finetune_study(study, cfg)
+    # results.csv carries the downstream metrics: the fits are redone when they changed.
+    summary = fit_and_report(study, StudyFitConfig())
+    if summary is not None:
+        print(describe_fit(summary))
+    failed = [k for k, v in statuses.items() if v != "completed"]
+    if failed:
+        print(
+            f"scalelab: {len(failed)} fine-tuning run(s) failed: see their train.log",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
