@@ -6,8 +6,8 @@
   largest budget, which the fitted law predicts.
 - ``medium``: about 30 minutes on the same machine; more levels and sizes, more tokens, a
   tighter fit, and the downstream section (fine-tuning every rung on a built-in task).
-- ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.8M to 163M non-embedding parameters
-  at sequence 1024, bf16, ``torch.compile``.
+- ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.8M to 163M
+  non-embedding parameters at sequence 1024, bf16, ``torch.compile``.
 
 Rerunning ``scalelab demo`` resumes an interrupted study, or finds everything done and
 only re-renders the report.
@@ -29,8 +29,6 @@ from scalelab.study.policy import HyperPolicy
 from scalelab.study.run import RunConfig
 from scalelab.train.loop import RuntimeConfig
 from scalelab.train.pretrain import PretrainConfig
-
-MEDIUM_BUDGET = 3e13
 
 
 def preset(name: str) -> PlanConfig:
@@ -72,7 +70,7 @@ def preset(name: str) -> PlanConfig:
         )
         return PlanConfig(
             design="isoflop",
-            budget_flops=MEDIUM_BUDGET,
+            budget_flops=3e13,
             n_budgets=4,
             budget_ratio=4.0,
             sizes_per_budget=6,
