@@ -24,7 +24,7 @@ from scalelab.config import Config
 from scalelab.errors import UserError
 from scalelab.finetune.methods import MethodConfig
 from scalelab.finetune.tasks import TaskConfig
-from scalelab.train.loop import RuntimeConfig
+from scalelab.train.loop import OptimConfig, RuntimeConfig
 
 # Learning rates by method for pretrained encoders, from the papers that introduced them:
 # full fine-tuning 2e-5..5e-5 (Devlin et al. 2019), LoRA 5e-4 (Hu et al. 2021, RoBERTa-base
@@ -93,6 +93,17 @@ class FinetuneConfig(Config):
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method.method]
+
+    def optim(self) -> OptimConfig:
+        """AdamW with linear warmup and linear decay to 0, as fine-tuning recipes do."""
+        return OptimConfig(
+            lr=self.peak_lr,
+            weight_decay=self.weight_decay,
+            beta2=0.999,  # the BERT/Transformers default for fine-tuning
+            schedule="linear",
+            warmup_fraction=self.warmup_fraction,
+            min_lr_ratio=0.0,
+        )
 
 
 def resolve_model_dir(path: Path) -> Path:
@@ -251,14 +262,7 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path) -> dict[str, Any]:
         model=tm,
         batches=batches,
         total_steps=total_steps,
-        optim=loop.OptimConfig(
-            lr=cfg.peak_lr,
-            weight_decay=cfg.weight_decay,
-            beta2=0.999,  # the BERT/Transformers default for fine-tuning
-            schedule="linear",
-            warmup_fraction=cfg.warmup_fraction,
-            min_lr_ratio=0.0,
-        ),
+        optim=cfg.optim(),
         runtime=cfg.runtime,
         seed=cfg.seed,
         unit="examples",
