@@ -74,10 +74,9 @@ from scalelab.finetune.methods import (  # noqa: E402
     load_base_model,
 )
 from scalelab.finetune.methods_peft import LORA_TARGETS  # noqa: E402
-from scalelab.finetune.stage import FinetuneConfig, metric_name  # noqa: E402
+from scalelab.finetune.stage import FinetuneConfig, metric_name, train_job  # noqa: E402
 from scalelab.finetune.tasks import Task, TaskConfig  # noqa: E402
 from scalelab.train import loop  # noqa: E402
-from scalelab.train.checkpoint import export_state_dict, restore_state_dict  # noqa: E402
 
 METHODS = ("full", "lora")
 PRECISIONS = ("fp32", "bf16")
@@ -179,25 +178,17 @@ def run_scalelab(
 
     run_dir = Path(tempfile.mkdtemp(prefix="ft-bench-scalelab-"))
     try:
-        job = loop.TrainJob(
-            run_dir=run_dir,
-            model=tm,
-            batches=batches,
-            total_steps=total_steps,
-            optim=cfg.optim(),
-            runtime=cfg.runtime,
-            seed=cfg.seed,
-            unit="examples",
-            per_step=cfg.batch_size,
-            tokens_per_step=0,
+        job = train_job(
+            cfg,
+            run_dir,
+            tm,
+            batches,
+            total_steps,
+            metric=metric_name(prep.task.kind),
             evaluate=None,
             eval_every=0,
-            metric=metric_name(prep.task.kind),
-            mode="max",
             patience=None,
             restore_best=False,
-            export=export_state_dict,
-            restore=restore_state_dict,
             on_step_end=on_step_end,
             description="bench",
         )

@@ -148,6 +148,40 @@ def gold_of(kind: str, examples: Any) -> list[Any]:
     return [list(e.tags) for e in examples] if kind == "ner" else [e.label for e in examples]
 
 
+def train_job(
+    cfg: FinetuneConfig,
+    run_dir: Path,
+    tm: Any,
+    batches: Any,
+    total_steps: int,
+    *,
+    metric: str,
+    **job: Any,
+) -> Any:
+    """The training loop's job for a fine-tuning run: examples as the unit, the fine-tuning
+    optimizer, the task model's state export; ``job`` adds evaluation, summary and hooks."""
+    from scalelab.train import loop
+    from scalelab.train.checkpoint import export_state_dict, restore_state_dict
+
+    return loop.TrainJob(
+        run_dir=run_dir,
+        model=tm,
+        batches=batches,
+        total_steps=total_steps,
+        optim=cfg.optim(),
+        runtime=cfg.runtime,
+        seed=cfg.seed,
+        unit="examples",
+        per_step=cfg.batch_size,
+        tokens_per_step=0,
+        metric=metric,
+        mode="max",
+        export=export_state_dict,
+        restore=restore_state_dict,
+        **job,
+    )
+
+
 def finetune(cfg: FinetuneConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fine-tune (or resume); evaluate the best model on dev and test; return the summary."""
     import torch
@@ -157,7 +191,6 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path) -> dict[str, Any]:
     from scalelab.finetune.batching import ExampleBatches, decode, encode_split, predict_logits
     from scalelab.finetune.methods import apply_method, load_base_model
     from scalelab.train import loop
-    from scalelab.train.checkpoint import export_state_dict, restore_state_dict
     from scalelab.utils.env import versions
     from scalelab.utils.io import atomic_write_json
 
@@ -257,25 +290,17 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path) -> dict[str, Any]:
             },
         }
 
-    job = loop.TrainJob(
-        run_dir=run_dir,
-        model=tm,
-        batches=batches,
-        total_steps=total_steps,
-        optim=cfg.optim(),
-        runtime=cfg.runtime,
-        seed=cfg.seed,
-        unit="examples",
-        per_step=cfg.batch_size,
-        tokens_per_step=0,
+    job = train_job(
+        cfg,
+        run_dir,
+        tm,
+        batches,
+        total_steps,
+        metric=metric,
         evaluate=evaluate,
         eval_every=max(1, steps_per_epoch // cfg.evals_per_epoch),
-        metric=metric,
-        mode="max",
         patience=cfg.patience,
         restore_best=True,
-        export=export_state_dict,
-        restore=restore_state_dict,
         on_step_end=tm.on_step_end,
         summary={
             "kind": "finetune",
