@@ -26,7 +26,7 @@ from scalelab.config import Config
 from scalelab.data.prepare import DataConfig
 from scalelab.errors import UserError
 from scalelab.models.config import ModelConfig
-from scalelab.train.loop import OptimConfig, RuntimeConfig
+from scalelab.train.config import OptimConfig, RuntimeConfig
 
 Arch = Literal["llama", "gpt2", "bert"]
 
@@ -107,14 +107,8 @@ def resolve(cfg: PretrainConfig, vocab_size: int) -> PretrainConfig:
         )
     else:
         shape = resolve_size(cfg.params if cfg.params is not None else cfg.size, arch=cfg.arch)
-        model = ModelConfig(
-            arch=cfg.arch,
-            n_layer=shape.n_layer,
-            d_model=shape.d_model,
-            n_head=shape.n_head,
-            d_ff=shape.d_ff,
-            vocab_size=vocab_size,
-            max_seq_len=cfg.seq_len,
+        model = ModelConfig.from_shape(
+            shape, arch=cfg.arch, vocab_size=vocab_size, max_seq_len=cfg.seq_len
         )
     return cfg.replace(model=model.resolved())
 
@@ -141,14 +135,12 @@ def pretrain(
     """Train (or resume) one model into ``run_dir``; return its summary."""
     import torch
 
-    from scalelab.data.batches import DecoderBatches, EncoderBatches, validation_batches
     from scalelab.data.prepare import open_dataset, prepare
     from scalelab.models import accounting
     from scalelab.models.build import build_model, maybe_compile
     from scalelab.models.hf import save_hf
-    from scalelab.train import loop
-    from scalelab.utils.env import versions
-    from scalelab.utils.io import atomic_dir
+    from scalelab.train import distributed as ddp
+    from scalelab.train.trainer import Evaluation, ModelIO, Trainer, TrainJob
 
     run_dir = Path(run_dir)
     dataset_dir = Path(cfg.dataset) if cfg.dataset else prepare(cfg.data, root=cfg.data_root)
@@ -161,10 +153,50 @@ def pretrain(
         _check_same(saved, cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(run_dir / "config.yaml")
+    micro, grad_accum = _micro_batches(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    batches, val = _batches(cfg, ds, micro)
+    special = {f"{k}_token_id": v for k, v in ds.special_ids.items() if k in ("bos", "eos", "pad")}
+    eval_every = (
+        max(1, round(cfg.eval_every_tokens / cfg.batch_tokens))
+        if cfg.eval_every_tokens
+        else max(1, cfg.steps // max(1, cfg.evals))
+    )
+    counts = accounting.param_counts(cfg.model)
+    job = TrainJob(
+        run_dir=run_dir,
+        model=model,
+        batches=batches,
+        total_steps=cfg.steps,
+        grad_accum=grad_accum,
+        optim=cfg.optim,
+        runtime=cfg.runtime,
+        seed=cfg.seed,
+        tokens_per_step=cfg.batch_tokens,
+        evaluation=Evaluation(fn=_validation_loss(val, cfg.runtime.precision), every=eval_every),
+        io=ModelIO(
+            export=lambda m, d: save_hf(m, d, extra_config=special),
+            restore=_restore_hf,
+            compile_fn=maybe_compile,
+        ),
+        flops_per_token={
+            c: accounting.flops_per_token(cfg.model, c, seq_len=cfg.seq_len)
+            for c in accounting.FLOP_CONVENTIONS
+        },
+        summary=_static_summary(cfg, counts, dataset_dir, ds),
+        description=f"{cfg.arch} {counts.non_embedding / 1e6:.2f}M",
+    )
+    summary = Trainer(job).fit()
+    is_main = ddp.setup(cfg.runtime.device).is_main
+    ddp.teardown()
+    if summary["status"] == "completed" and is_main and not (run_dir / "model").is_dir():
+        _save_final_model(model, run_dir / "model", ds, special)
+    return summary
 
-    from scalelab.train import distributed as ddp
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _micro_batches(cfg: PretrainConfig, world: int) -> tuple[int, int]:
+    """``(sequences per forward pass, accumulation steps)`` of each of ``world`` ranks."""
     per_rank = cfg.batch_tokens // cfg.seq_len
     if per_rank % world:
         raise UserError(f"batch of {per_rank} sequences does not split over {world} processes")
@@ -174,21 +206,29 @@ def pretrain(
         raise UserError(
             f"micro_batch_size {micro} must divide the per-process batch of {per_rank} sequences"
         )
-    grad_accum = per_rank // micro
+    return micro, per_rank // micro
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+
+def _batches(cfg: PretrainConfig, ds: Any, micro: int) -> tuple[Any, dict[str, list]]:
+    """The training batch source and the fixed validation batches per source."""
+    from scalelab.data.batches import DecoderBatches, EncoderBatches, validation_batches
+
     if cfg.arch == "bert":
         batches = EncoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
-        val = batches.validation(max_tokens_per_source=cfg.eval_tokens)
-    else:
-        batches = DecoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
-        val = validation_batches(
-            ds, seq_len=cfg.seq_len, batch_size=micro, max_tokens_per_source=cfg.eval_tokens
-        )
+        return batches, batches.validation(max_tokens_per_source=cfg.eval_tokens)
+    batches = DecoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
+    val = validation_batches(
+        ds, seq_len=cfg.seq_len, batch_size=micro, max_tokens_per_source=cfg.eval_tokens
+    )
+    return batches, val
 
-    def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        """Token-weighted validation loss per source and overall (masked-LM loss for BERT)."""
+
+def _validation_loss(val: dict[str, list], precision: str) -> Any:
+    """The trainer's evaluation: token-weighted validation loss per source and overall
+    (the masked-LM loss for BERT)."""
+    from scalelab.train.step import autocast
+
+    def evaluate(m: Any) -> dict[str, float]:
         device = next(m.parameters()).device
         out: dict[str, float] = {}
         total, count = 0.0, 0
@@ -196,9 +236,7 @@ def pretrain(
             s_total, s_count = 0.0, 0
             for batch in source_batches:
                 batch = {k: v.to(device) for k, v in batch.items()}
-                from scalelab.train.step import autocast
-
-                with autocast(device, cfg.runtime.precision):
+                with autocast(device, precision):
                     res = m(**batch)
                 key = "mlm_loss" if "mlm_loss" in res else "loss"
                 n = int((batch["labels"] != -100).sum())
@@ -210,61 +248,40 @@ def pretrain(
         out["val_loss"] = total / count if count else math.nan
         return out
 
-    special = {f"{k}_token_id": v for k, v in ds.special_ids.items() if k in ("bos", "eos", "pad")}
-    counts = accounting.param_counts(cfg.model)
-    flops = {
-        c: accounting.flops_per_token(cfg.model, c, seq_len=cfg.seq_len)
-        for c in accounting.FLOP_CONVENTIONS
+    return evaluate
+
+
+def _static_summary(cfg: PretrainConfig, counts: Any, dataset_dir: Path, ds: Any) -> dict[str, Any]:
+    """Facts of the run merged into summary.json."""
+    from scalelab.utils.env import versions
+
+    return {
+        "kind": "pretrain",
+        "arch": cfg.arch,
+        "shape": cfg.model.shape(),
+        "params": counts.to_dict(),
+        "N": counts.non_embedding,
+        "seq_len": cfg.seq_len,
+        "batch_tokens": cfg.batch_tokens,
+        "lr": cfg.optim.lr,
+        "dataset": str(dataset_dir),
+        "dataset_hash": ds.manifest.get("content_hash"),
+        "config_hash": cfg.hash(exclude=_RUNTIME_KEYS),
+        "versions": versions(),
     }
-    eval_every = (
-        max(1, round(cfg.eval_every_tokens / cfg.batch_tokens))
-        if cfg.eval_every_tokens
-        else max(1, cfg.steps // max(1, cfg.evals))
-    )
-    job = loop.TrainJob(
-        run_dir=run_dir,
-        model=model,
-        batches=batches,
-        total_steps=cfg.steps,
-        grad_accum=grad_accum,
-        optim=cfg.optim,
-        runtime=cfg.runtime,
-        seed=cfg.seed,
-        per_step=cfg.batch_tokens,
-        tokens_per_step=cfg.batch_tokens,
-        evaluate=evaluate,
-        eval_every=eval_every,
-        export=lambda m, d: save_hf(m, d, extra_config=special),
-        restore=_restore_hf,
-        compile_fn=maybe_compile,
-        flops_per_token=flops,
-        summary={
-            "kind": "pretrain",
-            "arch": cfg.arch,
-            "shape": {k: getattr(cfg.model, k) for k in ("n_layer", "d_model", "n_head", "d_ff")},
-            "params": counts.to_dict(),
-            "N": counts.non_embedding,
-            "seq_len": cfg.seq_len,
-            "batch_tokens": cfg.batch_tokens,
-            "lr": cfg.optim.lr,
-            "dataset": str(dataset_dir),
-            "dataset_hash": ds.manifest.get("content_hash"),
-            "config_hash": cfg.hash(exclude=_RUNTIME_KEYS),
-            "versions": versions(),
-        },
-        description=f"{cfg.arch} {counts.non_embedding / 1e6:.2f}M",
-    )
-    summary = loop.run(job)
-    final_dir = run_dir / "model"
-    is_main = ddp.setup(cfg.runtime.device).is_main
-    ddp.teardown()
-    if summary["status"] == "completed" and is_main and not final_dir.is_dir():
-        with atomic_dir(final_dir) as tmp:
-            save_hf(model, tmp)
-            for f in Path(ds.tokenizer_path).iterdir():
-                if f.is_file():
-                    shutil.copy2(f, tmp / f.name)
-    return summary
+
+
+def _save_final_model(model: Any, final_dir: Path, ds: Any, special: dict[str, int]) -> None:
+    """``RUN/model/``: the trained model with its bos/eos/pad ids (as the checkpoints have
+    them) and the tokenizer, written atomically."""
+    from scalelab.models.hf import save_hf
+    from scalelab.utils.io import atomic_dir
+
+    with atomic_dir(final_dir) as tmp:
+        save_hf(model, tmp, extra_config=special)
+        for f in Path(ds.tokenizer_path).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
 
 
 def _restore_hf(model, directory: Path) -> None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 import torch
 from torch import nn
 
-Precision = Literal["bf16", "fp32", "fp16"]
+from scalelab.train.config import Precision
 
 
 def autocast(device: torch.device | str, precision: Precision) -> contextlib.AbstractContextManager:
