@@ -8,13 +8,19 @@ import pytest
 import torch
 
 from scalelab.errors import UserError
-from scalelab.finetune.adapters import (
+from scalelab.finetune.methods import (
+    AdapterSettings,
+    MethodConfig,
+    PrefixSettings,
+    PromptSettings,
+    apply_method,
+)
+from scalelab.finetune.methods.bottleneck import (
     AdapterWrapper,
     BottleneckAdapter,
     add_bottleneck_adapters,
     find_adapter_sites,
 )
-from scalelab.finetune.methods import MethodConfig, apply_method
 
 HIDDEN, LAYERS, FFN, VOCAB = 32, 2, 64, 100
 
@@ -115,7 +121,7 @@ def _norm_params(arch: str) -> int:
 def test_trainable_count_matches_hand_count(arch, placement):
     model = tiny(arch)
     total_before = sum(p.numel() for p in model.parameters())
-    cfg = MethodConfig(method="adapter", adapter_placement=placement, adapter_reduction=8)
+    cfg = MethodConfig(method="adapter", adapter=AdapterSettings(placement=placement, reduction=8))
     tm = apply_method(model, cfg, task_kind="ner", total_steps=1)
     m = HIDDEN // 8
     per_adapter = (HIDDEN * m + m) + (m * HIDDEN + HIDDEN)  # down + up, with biases
@@ -127,7 +133,10 @@ def test_trainable_count_matches_hand_count(arch, placement):
     assert report["head"] == head
 
     no_norms = apply_method(
-        tiny(arch), cfg.replace(adapter_train_norms=False), task_kind="ner", total_steps=1
+        tiny(arch),
+        cfg.replace(adapter=cfg.adapter.replace(train_norms=False)),
+        task_kind="ner",
+        total_steps=1,
     )
     assert no_norms.trainable_parameters() == n_adapters * per_adapter + head
 
@@ -136,7 +145,7 @@ def test_trainable_count_matches_hand_count(arch, placement):
 def test_training_changes_only_adapters_norms_and_head(arch):
     from scalelab.train.step import make_optimizer, train_step
 
-    cfg = MethodConfig(method="adapter", adapter_size=8)
+    cfg = MethodConfig(method="adapter", adapter=AdapterSettings(size=8))
     tm = apply_method(tiny(arch), cfg, task_kind="ner", total_steps=3)
     frozen = {n: p.detach().clone() for n, p in tm.named_parameters() if not p.requires_grad}
     trained = {n: p.detach().clone() for n, p in tm.named_parameters() if p.requires_grad}
@@ -181,7 +190,11 @@ def test_gpt2_lora_and_prompt_run():
         model = tiny("gpt2", "classification")
         tm = apply_method(
             model,
-            MethodConfig(method=method, num_virtual_tokens=2),
+            MethodConfig(
+                method=method,
+                prefix=PrefixSettings(num_virtual_tokens=2),
+                prompt=PromptSettings(num_virtual_tokens=2),
+            ),
             task_kind="classification",
             total_steps=1,
         )

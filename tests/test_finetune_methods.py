@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from scalelab.config import Config, alias_targets, plain
 from scalelab.errors import UserError
 from scalelab.finetune.methods import (
     METHODS,
+    AdaLoraSettings,
+    LoraSettings,
     MethodConfig,
+    PrefixSettings,
+    PromptSettings,
     apply_method,
     load_base_model,
     load_task_model,
@@ -87,7 +94,12 @@ def make_batch(kind: str, *, seed: int = 0, batch: int = B, pad_row: bool = True
 def build(bases, arch: str, kind: str, method: str, *, total_steps: int = 40, **cfg):
     torch.manual_seed(1)
     base = load_base_model(bases[arch], task_kind=kind, num_labels=3, id2label=LABELS)
-    config = MethodConfig(method=method, num_virtual_tokens=NV, **cfg)
+    config = MethodConfig(
+        method=method,
+        prefix=PrefixSettings(num_virtual_tokens=NV),
+        prompt=PromptSettings(num_virtual_tokens=NV),
+        **cfg,
+    )
     return apply_method(base, config, task_kind=kind, total_steps=total_steps)
 
 
@@ -241,7 +253,9 @@ def test_lora_trainable_count_matches_hand_count(bases, arch, kind):
     base = load_base_model(bases[arch], task_kind=kind, num_labels=3)
     base_total = sum(p.numel() for p in base.parameters())
     head = 3 * HIDDEN + (0 if (arch, kind) == ("llama", "classification") else 3)
-    tm = apply_method(base, MethodConfig(method="lora", lora_r=4), task_kind=kind, total_steps=1)
+    tm = apply_method(
+        base, MethodConfig(method="lora", lora=LoraSettings(r=4)), task_kind=kind, total_steps=1
+    )
     lora = _lora_hand_count(arch, 4)
     report = tm.parameter_report()
     assert report["trainable"] == lora + head
@@ -267,7 +281,7 @@ def test_merged_lora_matches_unmerged(bases, tmp_path, arch):
 def test_adalora_reallocates_ranks_over_the_schedule(bases, tmp_path):
     total = 20  # tinit 2, tfinal 4, deltaT 1 by default
     tm = build(bases, "bert", "ner", "adalora", total_steps=total)
-    init_r, target_r = tm.method_config.adalora_init_r, tm.method_config.adalora_target_r
+    init_r, target_r = tm.method_config.adalora.init_r, tm.method_config.adalora.target_r
     assert tm.rank_pattern() is None
     # on_step_end runs after the training step has cleared the gradients, as in the loop.
     losses = []
@@ -367,35 +381,45 @@ def test_prefix_on_a_model_without_kv_cache_is_a_user_error():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"lora_r": 0}, "lora_r must be at least 1"),
-        ({"lora_dropout": 1.0}, "lora_dropout"),
-        ({"adalora_init_r": 4, "adalora_target_r": 8}, "must not exceed"),
+        ({"lora": {"r": 0}}, "lora.r must be at least 1"),
+        ({"lora": {"dropout": 1.0}}, "lora.dropout"),
+        ({"adalora": {"init_r": 4, "target_r": 8}}, "must not exceed"),
+        ({"prefix": {"num_virtual_tokens": 0}}, "num_virtual_tokens"),
+        ({"prompt": {"num_virtual_tokens": 0}}, "num_virtual_tokens"),
+        ({"adapter": {"size": 0}}, "adapter.size"),
+        ({"adalora": {"beta1": 1.0}}, "adalora.beta1"),
+        # The old flat names reach the same checks.
+        ({"lora_r": 0}, "lora.r must be at least 1"),
         ({"num_virtual_tokens": 0}, "num_virtual_tokens"),
-        ({"adapter_size": 0}, "adapter_size"),
-        ({"adalora_beta1": 1.0}, "adalora_beta1"),
     ],
 )
 def test_method_config_rejects_bad_values(changes, message):
     with pytest.raises(UserError, match=message):
-        MethodConfig(**changes)
+        MethodConfig.from_dict(changes)
 
 
 def test_method_config_from_text():
     cfg = MethodConfig.from_dict(
         {"method": "lora", "lora_target_modules": "query,value", "adapter_size": "none"}
     )
-    assert cfg.method == "lora" and cfg.lora_target_modules == ("query", "value")
-    assert cfg.adapter_size is None
+    assert cfg.method == "lora" and cfg.lora.target_modules == ("query", "value")
+    assert cfg.adapter.size is None
+    nested = {
+        "method": "lora",
+        "lora": {"target_modules": "query,value"},
+        "adapter": {"size": "none"},
+    }
+    assert MethodConfig.from_dict(nested) == cfg
     with pytest.raises(UserError, match="method"):
         MethodConfig.from_dict({"method": "ia3"})
-    assert cfg.adalora_schedule(1000) == (100, 200, 10)
+    assert cfg.adalora.schedule(1000) == (100, 200, 10)
     with pytest.raises(UserError, match="no budget-pruning phase"):
-        MethodConfig(adalora_tinit=5, adalora_tfinal=5).adalora_schedule(10)
+        AdaLoraSettings(tinit=5, tfinal=5).schedule(10)
 
 
 def test_unknown_lora_target_is_a_user_error(bases):
     base = load_base_model(bases["bert"], task_kind="ner", num_labels=3)
-    cfg = MethodConfig(method="lora", lora_target_modules=("q_proj",))
+    cfg = MethodConfig(method="lora", lora=LoraSettings(target_modules=("q_proj",)))
     with pytest.raises(UserError, match="q_proj.*defaults for this model: query"):
         apply_method(base, cfg, task_kind="ner", total_steps=1)
 
@@ -449,3 +473,131 @@ def test_failed_save_leaves_nothing_behind(bases, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         tm.save(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+# ====================================================================== the method config
+
+# model/task_model.json's "method_config" as the flat MethodConfig of scalelab before the
+# per-method sections wrote it (saved run directories and config.yaml files hold these).
+FLAT_METHOD_CONFIG = {
+    "method": "lora", "lora_r": 4, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_target_modules": [],
+    "adalora_init_r": 12, "adalora_target_r": 8, "adalora_tinit": None, "adalora_tfinal": None,
+    "adalora_delta_t": None, "adalora_beta1": 0.85, "adalora_beta2": 0.85,
+    "adalora_orth_reg_weight": 0.5, "num_virtual_tokens": 3, "prefix_projection": False,
+    "prompt_init": "vocab", "adapter_placement": "houlsby", "adapter_size": 6,
+    "adapter_reduction": 16, "adapter_activation": "relu", "adapter_train_norms": True,
+}  # fmt: skip
+
+
+def test_flat_method_config_loads_with_the_same_values():
+    cfg = MethodConfig.from_dict(FLAT_METHOD_CONFIG)
+    assert set(FLAT_METHOD_CONFIG) == {"method", *MethodConfig.renamed}
+    for old, value in FLAT_METHOD_CONFIG.items():
+        for target in alias_targets(MethodConfig, old) or (old,):
+            node = cfg
+            for part in target.split("."):
+                node = getattr(node, part)
+            assert plain(node) == value, (old, target)
+    nested = cfg.to_dict()
+    assert nested["lora"] == {"r": 4, "alpha": 16.0, "dropout": 0.0, "target_modules": []}
+    assert nested["prefix"]["num_virtual_tokens"] == nested["prompt"]["num_virtual_tokens"] == 3
+    assert MethodConfig.from_dict(nested) == cfg  # the nested form round-trips
+    assert MethodConfig.from_dict({"method": "lora", "lora_r": 4}).lora.r == 4
+    # The new spelling wins over the old one when both are given.
+    assert MethodConfig.from_dict({"lora_r": 4, "lora": {"r": 2}}).lora.r == 2
+
+
+def test_flat_names_work_as_overrides_also_nested():
+    cfg = MethodConfig().with_overrides(["lora_r=16", "lora_dropout=0", "num_virtual_tokens=5"])
+    assert (cfg.lora.r, cfg.lora.dropout) == (16, 0.0)
+    assert cfg.prefix.num_virtual_tokens == cfg.prompt.num_virtual_tokens == 5
+
+    @dataclass(kw_only=True)
+    class Stage(Config):
+        method: MethodConfig = field(default_factory=MethodConfig)
+
+    stage = Stage().with_overrides({"method.adapter_size": 8, "method.method": "adapter"})
+    assert stage.method.adapter.size == 8
+    assert Stage.from_dict({"method": {"adapter_size": 8}}).method.adapter.size == 8
+
+
+def test_flat_attribute_reads_are_deprecated_but_work():
+    cfg = MethodConfig(method="prompt", lora=LoraSettings(r=4))
+    with pytest.warns(DeprecationWarning, match=r"lora_r is deprecated; use MethodConfig\.lora\.r"):
+        assert cfg.lora_r == 4
+    # A name that moved to several sections reads the active method's.
+    prompt = MethodConfig(method="prompt", prompt=PromptSettings(num_virtual_tokens=5))
+    with pytest.warns(DeprecationWarning, match="prompt.num_virtual_tokens"):
+        assert prompt.num_virtual_tokens == 5
+    with pytest.raises(AttributeError, match="lora_rank"):
+        cfg.lora_rank  # noqa: B018
+
+
+def test_reserved_positions_by_method():
+    n = {m: MethodConfig(method=m).reserved_positions() for m in METHODS}
+    assert n == {"full": 0, "lora": 0, "adalora": 0, "prefix": 20, "prompt": 20, "adapter": 0}
+
+
+@pytest.mark.parametrize("method", ("lora", "adapter"))
+def test_directory_with_a_flat_method_config_still_loads(bases, tmp_path, method):
+    """A model saved before the per-method sections (task_model.json format 1, flat
+    method_config) reloads with the same outputs."""
+    flat = {**FLAT_METHOD_CONFIG, "method": method}
+    torch.manual_seed(1)
+    base = load_base_model(bases["bert"], task_kind="ner", num_labels=3, id2label=LABELS)
+    tm = apply_method(base, MethodConfig.from_dict(flat), task_kind="ner", total_steps=4)
+    train(tm, "ner", 2)
+    before = logits(tm, "ner")
+    saved = tm.save(tmp_path / method)
+    meta_path = saved / "task_model.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["format_version"] == 2 and meta["method_config"]["lora"]["r"] == 4
+    meta["method_config"] = flat  # what scalelab 0.1 wrote
+    meta["format_version"] = 1
+    meta_path.write_text(json.dumps(meta))
+    again = load_task_model(saved)
+    assert again.method_config == tm.method_config
+    assert torch.equal(logits(again, "ner"), before)
+
+
+# ====================================================================== the registry
+
+
+def test_registering_a_method_is_enough_to_use_it(bases, tmp_path):
+    """BitFit (Ben Zaken et al. 2022: only the bias terms train), registered here, outside
+    the package: applied, trained, saved and reloaded like a built-in method."""
+    from scalelab.finetune.methods import REGISTRY, FinetuneMethod, register
+    from scalelab.finetune.methods.base import in_modules
+
+    class BitFit(FinetuneMethod):
+        saves_full_model = True
+
+        def mark_trainable(self, model, trained):
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.endswith(".bias") or in_modules(name, trained))
+
+    register("bitfit")(BitFit)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register("bitfit")(type("Other", (FinetuneMethod,), {}))
+        tm = build(bases, "bert", "ner", "bitfit")
+        trainable = [n for n, p in tm.model.named_parameters() if p.requires_grad]
+        assert {"classifier.weight", "bert.encoder.layer.0.output.dense.bias"} <= set(trainable)
+        assert all(n.endswith(".bias") or n.startswith("classifier.") for n in trainable)
+        frozen = {n: p.detach().clone() for n, p in tm.named_parameters() if not p.requires_grad}
+        biases = {n: p.detach().clone() for n, p in tm.named_parameters() if n.endswith(".bias")}
+        train(tm, "ner", 2)
+        params = dict(tm.named_parameters())
+        assert all(torch.equal(params[n], value) for n, value in frozen.items())
+        assert any(not torch.equal(params[n], value) for n, value in biases.items())
+        before = logits(tm, "ner")
+        saved = tm.save(tmp_path / "bitfit")
+        assert (saved / "model.safetensors").is_file()
+        again = load_task_model(saved)
+        assert again.method == "bitfit" and torch.equal(logits(again, "ner"), before)
+        resumed = load_task_model(saved, trainable=True)
+        assert [n for n, p in resumed.model.named_parameters() if p.requires_grad] == trainable
+    finally:
+        REGISTRY.pop("bitfit")
+    with pytest.raises(UserError, match="unknown fine-tuning method 'bitfit'"):
+        MethodConfig(method="bitfit")  # type: ignore[arg-type]

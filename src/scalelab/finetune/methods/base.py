@@ -1,29 +1,28 @@
-"""Fine-tuning methods: full, LoRA, AdaLoRA, prefix and prompt tuning (PEFT), bottleneck adapters.
+"""The method interface, the registry, and :class:`TaskModel`, the wrapper the loop trains.
 
-A method only decides which parameters train and how the model is wrapped (DESIGN.md,
-convention 7); every method then runs in the one training loop. :func:`apply_method`
-turns a Hugging Face ``...ForTokenClassification`` / ``...ForSequenceClassification``
-model into a :class:`TaskModel` whose ``forward(**batch)`` returns ``{"loss", "logits"}``
-with the logits aligned with the input tokens whatever the method:
+A fine-tuning method only decides which parameters train and how the model is wrapped
+(the README's Architecture section); every method then runs in the one training loop. A method is a
+:class:`FinetuneMethod` subclass registered under its name::
 
-* NER: ``logits`` is ``[B, T, C]`` for ``input_ids`` ``[B, T]`` — for prompt tuning the
-  virtual tokens are prepended inside the model, so the labels are padded with -100 for
-  them before the forward and their positions are dropped from the logits afterwards.
-* classification: ``logits`` is ``[B, C]``.
+    @register("bitfit")
+    class BitFit(FinetuneMethod):
+        saves_full_model = True
 
-The task head (``classifier`` / ``score``, and any backbone weight that the checkpoint did
-not provide, such as a missing BERT pooler) always trains and is saved with the method.
+        def mark_trainable(self, model, trained):
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.endswith(".bias") or in_modules(name, trained))
 
-PEFT pitfalls handled here: AdaLoRA gets ``total_step`` from ``total_steps`` and needs
-``update_and_allocate(step)`` after every optimizer step *with the gradients still
-present* — :meth:`TaskModel.on_step_end` keeps its own copy of the last gradients so the
-loop may call it after ``zero_grad``; prompt tuning for token classification (label
-padding, above); prompt tuning with last-token pooling (Llama/GPT-2 sequence
-classification) pools at the last real token itself, since PEFT passes embeddings and the
-model cannot find the padding; prefix tuning needs a model that takes ``past_key_values``
-and otherwise fails here with a :class:`UserError` naming the methods that work.
+and :class:`TaskModel` calls its hooks (wrapping, forward adjustments, per-step updates,
+merging, saving) instead of asking which method it holds.
 
-Saving and reloading live in :mod:`scalelab.finetune.methods_io`.
+:class:`TaskModel` ``forward(**batch)`` returns ``{"loss", "logits"}`` with the logits
+aligned with the input tokens whatever the method: ``[B, T, C]`` for NER with
+``input_ids`` ``[B, T]``, ``[B, C]`` for classification. The task head (``classifier`` /
+``score``, and any backbone weight that the checkpoint did not provide, such as a missing
+BERT pooler) always trains and is saved with the method.
+
+This module imports nothing else of the package: the method modules import it, and
+:mod:`~scalelab.finetune.methods.io` (reloading) and the package sit on top of those.
 """
 
 from __future__ import annotations
@@ -31,146 +30,169 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.finetune.adapters import (
-    AdapterSpec,
-    add_bottleneck_adapters,
-    mark_adapter_trainable,
-)
-from scalelab.finetune.methods_peft import (
-    LORA_TARGETS,
-    apply_peft,
-    check_prefix_support,
-    default_lora_targets,
-    peft_config_for,
-)
 
-Method = Literal["full", "lora", "adalora", "prefix", "prompt", "adapter"]
 TaskKind = Literal["ner", "classification"]
-METHODS: tuple[str, ...] = ("full", "lora", "adalora", "prefix", "prompt", "adapter")
+
+TASK_MODEL_FILE = "task_model.json"
+FORMAT = "scalelab.task_model"
+# Still 1: the method config is now written nested (a section per method) where it was
+# flat (``lora_r`` ...); reading maps the flat names (MethodConfig.renamed), so both load.
+# 2 (scalelab 0.2): method_config nested by method; version-1 files (flat) still load.
+FORMAT_VERSION = 2
 
 
-@dataclasses.dataclass(kw_only=True)
-class MethodConfig(Config):
-    """How the pretrained model is fine-tuned: which parameters train and how it is wrapped."""
+# ====================================================================== the registry
 
-    method: Method = "full"
-    """full: every weight trains; lora / adalora / prefix / prompt: through PEFT; adapter:
-    in-house bottleneck adapters. The task head always trains."""
+REGISTRY: dict[str, type[FinetuneMethod]] = {}
+"""Method name -> its class; filled by :func:`register` when the method modules load."""
 
-    lora_r: int = 8
-    """LoRA rank r (lora only; AdaLoRA uses adalora_init_r / adalora_target_r)."""
+M = TypeVar("M", bound="type[FinetuneMethod]")
 
-    lora_alpha: float = 16.0
-    """LoRA scaling numerator: the update is (alpha / r) * B A (Hu et al. 2021)."""
 
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA branch input (lora and adalora)."""
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator: make the method class usable as ``MethodConfig(method=name)``."""
 
-    lora_target_modules: tuple[str, ...] = ()
-    """Module-name suffixes LoRA/AdaLoRA adapt; empty = every linear map in the blocks
-    (BERT: query,key,value,output.dense,intermediate.dense; Llama: q/k/v/o_proj,
-    gate/up/down_proj; GPT-2: c_attn,c_proj,c_fc)."""
+    def add(cls: M) -> M:
+        known = REGISTRY.get(name)
+        if known is not None and known is not cls:
+            raise ValueError(f"fine-tuning method '{name}' is already registered ({known})")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
 
-    adalora_init_r: int = 12
-    """AdaLoRA starting rank per matrix; 1.5x the target as in Zhang et al. 2023 (§4)."""
+    return add
 
-    adalora_target_r: int = 8
-    """AdaLoRA average rank per matrix after budget pruning."""
 
-    adalora_tinit: int | None = None
-    """Steps at full budget before pruning starts; empty = 10% of the total steps."""
+def method_class(name: str) -> type[FinetuneMethod]:
+    """The class registered as ``name``; a UserError naming the known ones otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UserError(
+            f"unknown fine-tuning method '{name}'; known: {', '.join(REGISTRY)}"
+        ) from None
 
-    adalora_tfinal: int | None = None
-    """Steps at the final budget at the end of training; empty = 20% of the total steps."""
 
-    adalora_delta_t: int | None = None
-    """Steps between budget re-allocations; empty = 1% of the total steps (at least 1)."""
+@dataclasses.dataclass(frozen=True)
+class WrapContext:
+    """What a method needs to know to wrap a model."""
 
-    adalora_beta1: float = 0.85
-    """EMA coefficient of the sensitivity (Zhang et al. 2023, Eq. 9; PEFT's default)."""
+    task_kind: TaskKind
+    total_steps: int
+    """Optimizer steps of the run (AdaLoRA's budget schedule)."""
+    trained: tuple[str, ...]
+    """Modules that train in full whatever the method: the task head and any backbone
+    weight the checkpoint did not provide."""
 
-    adalora_beta2: float = 0.85
-    """EMA coefficient of the uncertainty (Zhang et al. 2023, Eq. 10)."""
 
-    adalora_orth_reg_weight: float = 0.5
-    """Weight of the orthogonality regulariser on P and Q (PEFT's default)."""
+# ====================================================================== the interface
 
-    num_virtual_tokens: int = 20
-    """Virtual tokens for prefix and prompt tuning (they use up positions of the window)."""
 
-    prefix_projection: bool = False
-    """Prefix tuning: reparametrise the prefix through a 2-layer MLP (Li & Liang 2021 §4.3)."""
+class FinetuneMethod:
+    """One fine-tuning method: which parameters train and how the model is wrapped.
 
-    prompt_init: Literal["vocab", "random"] = "vocab"
-    """Prompt tuning start: embeddings of random vocabulary tokens (Lester et al. 2021 §3.2
-    found this beats random init) or random vectors."""
+    The defaults are those of a method that changes nothing but ``requires_grad`` (full
+    fine-tuning); a subclass overrides what it does differently. One instance serves one
+    :class:`TaskModel` and may keep state for it (AdaLoRA's gradients, the adapter spec).
+    """
 
-    adapter_placement: Literal["houlsby", "pfeiffer"] = "houlsby"
-    """houlsby: adapters after the attention and the feed-forward output projections;
-    pfeiffer: only after the feed-forward output projection."""
+    name: ClassVar[str] = ""
+    """Set by :func:`register`."""
 
-    adapter_size: int | None = None
-    """Adapter bottleneck width m; empty = hidden size / adapter_reduction."""
+    sections: ClassVar[tuple[str, ...]] = ()
+    """The MethodConfig sections the method reads, passed to ``__init__`` by name."""
 
-    adapter_reduction: int = 16
-    """Hidden size / bottleneck width when adapter_size is empty (Pfeiffer et al. 2020)."""
+    saves_full_model: ClassVar[bool] = False
+    """Saved in full Hugging Face format (no base checkpoint needed to reload); otherwise
+    the method saves only what it changed (:meth:`save_weights`)."""
 
-    adapter_activation: Literal["relu", "gelu", "swish", "tanh"] = "relu"
-    """Non-linearity inside the adapters."""
+    can_merge: ClassVar[bool] = False
+    """Whether :meth:`merge` can fold the method into plain base weights."""
 
-    adapter_train_norms: bool = True
-    """Also train the layer norms with adapters (Houlsby et al. 2019 §2.1 do)."""
+    @classmethod
+    def from_config(cls, cfg: Any) -> Self:
+        """The method for a MethodConfig ``cfg`` (its :attr:`sections` as arguments)."""
+        return cls(**{section: getattr(cfg, section) for section in cls.sections})
 
-    def validate(self) -> None:
-        def positive(name: str) -> None:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"{name} must be at least 1, got {value}")
+    # ------------------------------------------------------------------ building
+    def wrap(self, model: nn.Module, ctx: WrapContext) -> nn.Module:
+        """Wrap the transformers ``model`` (in place where possible), set what trains."""
+        self.mark_trainable(model, ctx.trained)
+        return model
 
-        for name in ("lora_r", "adalora_init_r", "adalora_target_r", "num_virtual_tokens"):
-            positive(name)
-        for name in ("adalora_delta_t", "adapter_size", "adapter_reduction"):
-            positive(name)
-        if self.lora_alpha <= 0:
-            raise UserError(f"lora_alpha must be positive, got {self.lora_alpha}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise UserError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.adalora_target_r > self.adalora_init_r:
-            raise UserError(
-                f"adalora_target_r ({self.adalora_target_r}) must not exceed "
-                f"adalora_init_r ({self.adalora_init_r})"
-            )
-        for name in ("adalora_tinit", "adalora_tfinal"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("adalora_beta1", "adalora_beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.adalora_orth_reg_weight < 0:
-            raise UserError("adalora_orth_reg_weight must be >= 0")
+    def mark_trainable(self, model: nn.Module, trained: tuple[str, ...]) -> None:
+        """Set ``requires_grad`` on the (wrapped) model: the method's parameters and every
+        parameter under ``trained``. Also used when a saved model is reloaded to train."""
+        raise NotImplementedError(f"{type(self).__name__} does not define mark_trainable")
 
-    def adalora_schedule(self, total_steps: int) -> tuple[int, int, int]:
-        """``(tinit, tfinal, deltaT)`` for ``total_steps``; UserError if no pruning phase is left."""
-        tinit = self.adalora_tinit if self.adalora_tinit is not None else total_steps // 10
-        tfinal = self.adalora_tfinal if self.adalora_tfinal is not None else total_steps // 5
-        delta = self.adalora_delta_t or max(1, total_steps // 100)
-        if tinit >= total_steps - tfinal:
-            raise UserError(
-                f"adalora: {total_steps} training steps leave no budget-pruning phase between "
-                f"adalora_tinit={tinit} and adalora_tfinal={tfinal}; train longer or lower them"
-            )
-        return tinit, tfinal, delta
+    def attach(self, task_model: TaskModel) -> None:
+        """Set up per-model state once the :class:`TaskModel` exists (hooks, say)."""
+
+    @property
+    def reserved_positions(self) -> int:
+        """Positions of the model's window the method uses up (virtual tokens)."""
+        return 0
+
+    @property
+    def prepended_positions(self) -> int:
+        """Positions the method prepends to the model's outputs (dropped by :meth:`forward`)."""
+        return 0
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self, task_model: TaskModel, inputs: dict[str, Any], labels: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """``{"logits", "loss" (with labels)}`` for ``inputs``, logits aligned with them."""
+        return hf_forward(task_model.model, inputs, labels)
+
+    def on_step_end(self, task_model: TaskModel, step: int) -> None:
+        """Runs after every optimizer step (``step`` = optimizer steps done, 1-based)."""
+
+    def rank_pattern(self, task_model: TaskModel) -> dict[str, list[bool]] | None:
+        """The current rank mask per adapted matrix, for methods that prune ranks."""
+        return None
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """The wrapped ``model`` as a plain transformers model computing the same function."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge")
+
+    # ------------------------------------------------------------------ saving
+    def save_weights(self, task_model: TaskModel, directory: Path) -> dict[str, Any]:
+        """Write what the method changed into ``directory``; returns entries for the
+        task_model.json (unless :attr:`saves_full_model`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define save_weights")
+
+    def load_weights(
+        self,
+        base: nn.Module,
+        directory: Path,
+        meta: dict[str, Any],
+        *,
+        trained: tuple[str, ...],
+        trainable: bool,
+    ) -> nn.Module:
+        """Put the weights :meth:`save_weights` wrote on a freshly loaded ``base`` model;
+        frozen, or marked trainable as :meth:`wrap` does when ``trainable``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define load_weights")
+
+
+def hf_forward(
+    model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """A transformers classifier's forward as ``{"logits", "loss" (with labels)}``."""
+    out = model(**inputs, labels=labels, return_dict=True)
+    result = {"logits": out.logits}
+    if labels is not None:
+        result["loss"] = out.loss
+    return result
 
 
 # ====================================================================== the wrapper
@@ -181,44 +203,37 @@ class TaskModel(nn.Module):
 
     ``forward(input_ids, attention_mask=None, token_type_ids=None, labels=None)`` returns
     ``{"loss": scalar (if labels), "logits": [B, T, C] (ner) or [B, C] (classification)}``.
+    Built by :func:`~scalelab.finetune.methods.apply_method` or reloaded by
+    :func:`~scalelab.finetune.methods.load_task_model`.
     """
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        method_config: MethodConfig,
+        method_config: Any,
+        impl: FinetuneMethod,
         task_kind: TaskKind,
         base_model_path: str | None,
         head_modules: tuple[str, ...],
         extra_modules: tuple[str, ...] = (),
-        adapter_spec: AdapterSpec | None = None,
+        merged: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.method_config = method_config
+        self.impl = impl  # the method's implementation: TaskModel dispatches to its hooks
         self.method: str = method_config.method
         self.task_kind = task_kind
         self.base_model_path = base_model_path
         self.head_modules = head_modules
         self.extra_modules = extra_modules
-        self.adapter_spec = adapter_spec
-        self.merged = False
+        self.merged = merged
         hf = self.hf_model
         self.model_class = type(hf).__name__
-        # Prompt tuning prepends its virtual tokens to the hidden states; prefix tuning puts
-        # them in the keys/values only, so the outputs keep the input's length.
-        self.num_virtual_tokens = method_config.num_virtual_tokens if self.method == "prompt" else 0
         self._takes_token_types = "token_type_ids" in inspect.signature(hf.forward).parameters
-        self._last_token_pooling = task_kind == "classification" and _last_token_pooling(hf)
-        self._captured: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
-        self._full_logits: torch.Tensor | None = None
-        if self.num_virtual_tokens and self._last_token_pooling:
-            # [B, P+T, C] per-position scores, pooled in forward() at the last real token.
-            head = hf.get_submodule(head_modules[-1])
-            head.register_forward_hook(self._keep_full_logits)
-        if self.method == "adalora":
-            self._watch_adalora_grads()
+        if not merged:  # a merged model is a plain transformers model: no method hooks
+            impl.attach(self)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -233,6 +248,12 @@ class TaskModel(nn.Module):
         return self.hf_model.config
 
     @property
+    def num_virtual_tokens(self) -> int:
+        """Positions prepended to the model's outputs (prompt tuning's virtual tokens; prefix
+        tuning puts them in the keys/values only, so the outputs keep the input's length)."""
+        return 0 if self.merged else self.impl.prepended_positions
+
+    @property
     def max_input_tokens(self) -> int | None:
         """Longest ``input_ids`` the model takes: position table minus the virtual tokens.
 
@@ -242,8 +263,7 @@ class TaskModel(nn.Module):
         limit = getattr(self.config, "max_position_embeddings", None)
         if limit is None:
             return None
-        used = self.method_config.num_virtual_tokens if self.method in ("prefix", "prompt") else 0
-        return int(limit) - used
+        return int(limit) - self.impl.reserved_positions
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -258,107 +278,23 @@ class TaskModel(nn.Module):
         if token_type_ids is not None and self._takes_token_types:
             inputs["token_type_ids"] = token_type_ids
         inputs.update(kwargs)
-        n_virtual = self.num_virtual_tokens
-        if n_virtual and self._last_token_pooling:
-            return self._prompt_last_token_forward(inputs, labels)
-        if labels is not None and n_virtual and self.task_kind == "ner":
-            # labels [B, T] -> [B, P+T]: virtual positions are ignored by the loss.
-            pad = labels.new_full((labels.shape[0], n_virtual), -100)
-            labels = torch.cat([pad, labels], dim=1)
-        out = self.model(**inputs, labels=labels, return_dict=True)
-        logits = out.logits
-        if n_virtual and self.task_kind == "ner":
-            logits = logits[:, n_virtual:]  # [B, P+T, C] -> [B, T, C]
-        result = {"logits": logits}
-        if labels is not None:
-            result["loss"] = out.loss
-            if self.method == "adalora" and not self.merged:
-                # PEFT adds AdaLoRA's orthogonality penalty to the loss, also in eval mode;
-                # report the task loss apart and keep the penalty out of evaluation.
-                n_classes = logits.shape[-1]
-                task = F.cross_entropy(
-                    logits.reshape(-1, n_classes).float(),
-                    (labels[:, n_virtual:] if n_virtual else labels).reshape(-1),
-                    ignore_index=-100,
-                )
-                result["task_loss"] = task
-                if not self.training:
-                    result["loss"] = task
-        return result
-
-    def _prompt_last_token_forward(
-        self, inputs: dict[str, Any], labels: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
-        """Prompt tuning + last-token pooling: pool the score at the last real token.
-
-        The model sees ``inputs_embeds`` [B, P+T, d] and cannot find the padding itself
-        (it would read the last position, a pad token for the shorter rows).
-        """
-        self._full_logits = None
-        # The model's own pooling warns that it cannot see padding in embeddings; it is
-        # replaced below, so that warning is silenced.
-        with _quiet_logger(type(self.hf_model).forward.__module__):
-            self.model(**inputs, return_dict=True)
-        full = self._full_logits  # [B, P+T, C]
-        self._full_logits = None
-        mask = inputs.get("attention_mask")
-        batch, length = inputs["input_ids"].shape
-        if mask is None:
-            last = torch.full((batch,), length - 1, device=full.device)
-        else:
-            # Rightmost real token, whether the batch is padded on the left or the right.
-            positions = torch.arange(length, device=mask.device)
-            last = (positions * (mask != 0)).argmax(dim=1)
-        pooled = full[torch.arange(batch, device=full.device), self.num_virtual_tokens + last]
-        result = {"logits": pooled}  # [B, C]
-        if labels is not None:
-            result["loss"] = F.cross_entropy(pooled.float(), labels)
-        return result
-
-    def _keep_full_logits(self, _module: nn.Module, _args: Any, output: torch.Tensor) -> None:
-        self._full_logits = output
-
-    # ------------------------------------------------------------------ AdaLoRA
-    def _watch_adalora_grads(self) -> None:
-        """Keep a copy of each AdaLoRA gradient as it is accumulated.
-
-        AdaLoRA's importance scores need ``|p * grad|`` after the optimizer step, but the
-        training step clears the gradients before returning; the copy survives that.
-        """
-        for name, param in self.model.named_parameters():
-            if "lora_" in name and param.requires_grad:
-                param.register_post_accumulate_grad_hook(self._capture_grad)
-
-    def _capture_grad(self, param: nn.Parameter) -> None:
-        if param.grad is not None:
-            self._captured[id(param)] = (param, param.grad.detach().clone())
+        if self.merged:
+            return hf_forward(self.model, inputs, labels)
+        return self.impl.forward(self, inputs, labels)
 
     def on_step_end(self, step: int) -> None:
         """Call after every optimizer step (``step`` = optimizer steps done, 1-based).
 
-        AdaLoRA: updates the importance scores and re-allocates the rank budget
-        (``update_and_allocate``). A no-op for every other method.
+        AdaLoRA: updates the importance scores and re-allocates the rank budget. A no-op
+        for the other built-in methods.
         """
-        if self.method != "adalora" or self.merged:
-            return
-        if not self._captured:
-            raise RuntimeError("on_step_end() called before any backward pass")
-        saved = []
-        for param, grad in self._captured.values():
-            saved.append((param, param.grad))
-            param.grad = grad
-        try:
-            self.model.base_model.update_and_allocate(step)
-        finally:
-            for param, grad in saved:
-                param.grad = grad
-            self._captured.clear()
+        if not self.merged:
+            self.impl.on_step_end(self, step)
 
     def rank_pattern(self) -> dict[str, list[bool]] | None:
-        """AdaLoRA's current rank mask per adapted matrix (None before the first pruning)."""
-        if self.method != "adalora" or self.merged:
-            return None
-        return self.model.peft_config["default"].rank_pattern
+        """AdaLoRA's current rank mask per adapted matrix (None before the first pruning,
+        and for every other method)."""
+        return None if self.merged else self.impl.rank_pattern(self)
 
     # ------------------------------------------------------------------ accounting
     def trainable_parameters(self) -> int:
@@ -379,7 +315,7 @@ class TaskModel(nn.Module):
         """Trainable parameters (count, % of total), split into the head and the rest."""
         head = 0
         for name, param in self.named_parameters():
-            if param.requires_grad and _in_modules(name, self.head_modules + self.extra_modules):
+            if param.requires_grad and in_modules(name, self.head_modules + self.extra_modules):
                 head += param.numel()
         trainable = self.trainable_parameters()
         return {
@@ -398,80 +334,67 @@ class TaskModel(nn.Module):
         The result is a plain transformers model that computes the same function and is
         saved in full Hugging Face format.
         """
-        if self.method not in ("lora", "adalora"):
-            raise UserError(f"merge is only meaningful for lora and adalora, not '{self.method}'")
+        if not self.impl.can_merge:
+            names = [name for name, cls in REGISTRY.items() if cls.can_merge]
+            raise UserError(f"merge is only meaningful for {_and(names)}, not '{self.method}'")
         if not self.merged:
-            self.model = self.model.merge_and_unload()
+            self.model = self.impl.merge(self.model)
             self.merged = True
         return self
 
     def save(self, directory: str | Path) -> Path:
-        """Write the model to ``directory`` (replaced as a whole, atomically); returns it."""
-        from scalelab.finetune.methods_io import save_task_model
+        """Write the model to ``directory`` (replaced as a whole, atomically); returns it.
 
-        return save_task_model(self, directory)
+        The layout is described in :mod:`scalelab.finetune.methods.io`, which reads it.
+        """
+        from scalelab.utils.io import atomic_dir, atomic_write_json
 
-
-# ====================================================================== building
-
-
-def apply_method(
-    model: nn.Module,
-    cfg: MethodConfig,
-    *,
-    task_kind: TaskKind,
-    total_steps: int,
-    base_model_path: str | Path | None = None,
-) -> TaskModel:
-    """Wrap a transformers token/sequence-classification model with ``cfg.method``.
-
-    ``total_steps`` is the number of optimizer steps of the run (AdaLoRA's budget
-    schedule). ``base_model_path`` is where the base checkpoint lives, recorded by
-    :meth:`TaskModel.save`; by default the directory the model was loaded from.
-    The model is modified in place.
-    """
-    _check_task_kind(model, task_kind)
-    if task_kind == "classification":
-        model.config.problem_type = "single_label_classification"
-        if _last_token_pooling(model) and model.config.pad_token_id is None:
-            raise UserError(
-                f"{type(model).__name__} pools at the last non-padding token but its config "
-                "has no pad_token_id; set model.config.pad_token_id to the tokenizer's pad id"
+        directory = Path(directory)
+        stores_full = self.impl.saves_full_model or self.merged
+        if not stores_full and not self.base_model_path:
+            raise ValueError(
+                f"cannot save a '{self.method}' model without the base checkpoint path: load "
+                "the base with load_base_model() or pass base_model_path to apply_method()"
             )
-    if base_model_path is None:
-        name = getattr(model, "name_or_path", "") or ""
-        base_model_path = name if name and Path(name).is_dir() else None
-    base_model_path = str(Path(base_model_path).resolve()) if base_model_path else None
-    head = head_module_names(model)
-    extra = _new_weight_modules(model, head)
-    method = cfg.method
-    spec = None
-    if method == "full":
-        model.requires_grad_(True)
-        wrapped = model
-    elif method == "adapter":
-        spec = add_bottleneck_adapters(
-            model,
-            placement=cfg.adapter_placement,
-            bottleneck=cfg.adapter_size,
-            reduction_factor=cfg.adapter_reduction,
-            activation=cfg.adapter_activation,
-        )
-        mark_adapter_trainable(
-            model, head_modules=head + extra, train_norms=cfg.adapter_train_norms
-        )
-        wrapped = model
-    else:
-        wrapped = apply_peft(model, cfg, task_kind, total_steps, head + extra)
-    return TaskModel(
-        wrapped,
-        method_config=cfg,
-        task_kind=task_kind,
-        base_model_path=base_model_path,
-        head_modules=head,
-        extra_modules=extra,
-        adapter_spec=spec,
-    )
+        meta = self._describe(stores_full)
+        with atomic_dir(directory) as tmp:
+            if stores_full:
+                with quiet_transformers():
+                    self.model.save_pretrained(str(tmp))
+            else:
+                meta.update(self.impl.save_weights(self, tmp))
+            atomic_write_json(tmp / TASK_MODEL_FILE, meta)
+        return directory
+
+    def _describe(self, stores_full: bool) -> dict[str, Any]:
+        """The task_model.json entries every method writes."""
+        from scalelab.utils.env import versions
+
+        config = self.config
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "method": self.method,
+            "merged": self.merged,
+            "task_kind": self.task_kind,
+            "model_class": self.model_class,
+            "model_type": getattr(config, "model_type", None),
+            "base_model_path": None if stores_full else self.base_model_path,
+            "num_labels": int(config.num_labels),
+            "id2label": {str(k): v for k, v in config.id2label.items()},
+            "label2id": {str(k): int(v) for k, v in config.label2id.items()},
+            "num_virtual_tokens": self.num_virtual_tokens,
+            "head_modules": list(self.head_modules),
+            "extra_modules": list(self.extra_modules),
+            "method_config": self.method_config.to_dict(),
+            # The adapter method's spec (save_weights replaces it); null for the others.
+            "adapter": None,
+            "parameters": self.parameter_report(),
+            "versions": versions(),
+        }
+
+
+# ====================================================================== helpers
 
 
 def head_module_names(model: nn.Module) -> tuple[str, ...]:
@@ -487,87 +410,40 @@ def head_module_names(model: nn.Module) -> tuple[str, ...]:
     return names
 
 
-def _new_weight_modules(model: nn.Module, head: tuple[str, ...]) -> tuple[str, ...]:
-    """Backbone modules whose weights the checkpoint did not provide (randomly initialised
-    at load time, e.g. a missing pooler): they train and are saved with the head, or a
-    reload would initialise them differently. Known from :func:`load_base_model`."""
-    missing = getattr(model, "scalelab_new_weights", None) or ()
-    modules = []
-    for key in missing:
-        module = key.rsplit(".", 1)[0]
-        if not _in_modules(key, head) and module not in modules:
-            modules.append(module)
-    return tuple(modules)
-
-
-def _in_modules(param_name: str, modules: tuple[str, ...]) -> bool:
+def in_modules(param_name: str, modules: tuple[str, ...]) -> bool:
     """Whether ``param_name`` lies under one of ``modules`` (also inside PEFT wrappers)."""
     dotted = f".{param_name}"
     return any(f".{m}." in dotted for m in modules)
 
 
-def _check_task_kind(model: nn.Module, task_kind: str) -> None:
-    want = {"ner": "ForTokenClassification", "classification": "ForSequenceClassification"}
-    if task_kind not in want:
-        raise ValueError(f"task_kind must be 'ner' or 'classification', got {task_kind!r}")
-    if not type(model).__name__.endswith(want[task_kind]):
-        raise ValueError(
-            f"task_kind '{task_kind}' needs a ...{want[task_kind]} model, got {type(model).__name__}"
-        )
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _last_token_pooling(model: nn.Module) -> bool:
+def last_token_pooling(model: nn.Module) -> bool:
     """Decoder classifiers (Llama, GPT-2 ...) score every position and read the last real
     token; encoders pool the first token. The decoders' head is called ``score``."""
     return type(model).__name__.endswith("ForSequenceClassification") and hasattr(model, "score")
 
 
-def load_task_model(
-    directory: str | Path, *, base_model_path: str | Path | None = None, trainable: bool = False
-) -> TaskModel:
-    """Reload a :meth:`TaskModel.save` directory (see :mod:`scalelab.finetune.methods_io`)."""
-    from scalelab.finetune.methods_io import load_task_model as _load
-
-    return _load(directory, base_model_path=base_model_path, trainable=trainable)
+def at_least_one(name: str, value: int | None) -> None:
+    """UserError unless ``value`` is empty or at least 1 (a config check)."""
+    if value is not None and value < 1:
+        raise UserError(f"{name} must be at least 1, got {value}")
 
 
-def load_base_model(
-    path: str | Path,
-    *,
-    task_kind: TaskKind,
-    num_labels: int,
-    id2label: dict[int, str] | None = None,
-    label2id: dict[str, int] | None = None,
-) -> nn.Module:
-    """Load a local checkpoint as a token/sequence classifier (see methods_io)."""
-    from scalelab.finetune.methods_io import load_base_model as _load
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No load reports or progress bars from transformers inside (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
 
-    return _load(
-        path, task_kind=task_kind, num_labels=num_labels, id2label=id2label, label2id=label2id
-    )
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
-__all__ = [
-    "LORA_TARGETS",
-    "METHODS",
-    "MethodConfig",
-    "TaskModel",
-    "apply_method",
-    "check_prefix_support",
-    "default_lora_targets",
-    "head_module_names",
-    "load_base_model",
-    "load_task_model",
-    "peft_config_for",
-]
+def _and(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -241,7 +241,7 @@ def mark_adapter_trainable(
 def _activation(name: str) -> nn.Module:
     table = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU, "tanh": nn.Tanh}
     if name not in table:
-        raise UserError(f"adapter_activation '{name}' is not one of {', '.join(table)}")
+        raise UserError(f"adapter.activation '{name}' is not one of {', '.join(table)}")
     return table[name]()
 
 

@@ -1,4 +1,4 @@
-"""Loading base checkpoints, and saving / reloading fine-tuned :class:`TaskModel` s.
+"""Loading base checkpoints, and reloading what :meth:`TaskModel.save` wrote.
 
 A saved task model is a self-describing directory, written atomically (a crash leaves the
 old directory or the new one, never half of one)::
@@ -12,16 +12,17 @@ old directory or the new one, never half of one)::
                                   weights; placement, sizes and wrapped modules are in
                                   task_model.json
 
+The method config is written nested (``lora: {r: 8, ...}``); directories from before
+that, with the flat names (``lora_r: 8``), load the same (``MethodConfig.renamed``).
+
 Methods other than ``full`` store only what they changed and name the base checkpoint
 (an absolute path); :func:`load_task_model` loads that base again, or the one passed as
-``base_model_path`` when the base has moved.
+``base_model_path`` when the base has moved. Each method reads its own weights
+(:meth:`FinetuneMethod.load_weights`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +30,18 @@ import torch
 from torch import nn
 
 from scalelab.errors import UserError
-from scalelab.finetune.adapters import (
-    AdapterSpec,
-    adapter_trainable_names,
-    add_bottleneck_adapters,
-    mark_adapter_trainable,
-)
-from scalelab.finetune.methods import (
-    MethodConfig,
+from scalelab.finetune.methods.base import (
+    FORMAT,
+    FORMAT_VERSION,
+    TASK_MODEL_FILE,
     TaskKind,
     TaskModel,
-    _in_modules,
     head_module_names,
+    in_modules,
+    quiet_transformers,
 )
-from scalelab.utils.env import versions
-from scalelab.utils.io import atomic_dir, atomic_write_json, read_json
-
-TASK_MODEL_FILE = "task_model.json"
-ADAPTER_WEIGHTS = "adapters.safetensors"
-FORMAT = "scalelab.task_model"
-FORMAT_VERSION = 1
+from scalelab.finetune.methods.config import MethodConfig
+from scalelab.utils.io import read_json
 
 
 def load_base_model(
@@ -92,7 +85,7 @@ def load_base_model(
     # transformers reports the head it initialised as "MISSING" (expected; the missing keys
     # are kept below). A head of another size (a checkpoint fine-tuned on other labels) is
     # re-initialised rather than refused.
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             model, info = auto.from_pretrained(
                 str(path),
@@ -112,76 +105,14 @@ def load_base_model(
         item[0] if isinstance(item, tuple | list) else item
         for item in info.get("mismatched_keys", ())
     )
-    model.scalelab_new_weights = sorted(key for key in new if not _in_modules(key, head))
+    model.scalelab_new_weights = sorted(key for key in new if not in_modules(key, head))
     return model
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No load reports or progress bars from transformers inside (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def save_task_model(task_model: TaskModel, directory: str | Path) -> Path:
-    """Write ``task_model`` to ``directory`` (see the module docstring); returns the path."""
-    directory = Path(directory)
-    tm = task_model
-    stores_full = tm.method == "full" or tm.merged
-    if not stores_full and not tm.base_model_path:
-        raise ValueError(
-            f"cannot save a '{tm.method}' model without the base checkpoint path: load the "
-            "base with load_base_model() or pass base_model_path to apply_method()"
-        )
-    config = tm.config
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "method": tm.method,
-        "merged": tm.merged,
-        "task_kind": tm.task_kind,
-        "model_class": tm.model_class,
-        "model_type": getattr(config, "model_type", None),
-        "base_model_path": None if stores_full else tm.base_model_path,
-        "num_labels": int(config.num_labels),
-        "id2label": {str(k): v for k, v in config.id2label.items()},
-        "label2id": {str(k): int(v) for k, v in config.label2id.items()},
-        "num_virtual_tokens": tm.num_virtual_tokens,
-        "head_modules": list(tm.head_modules),
-        "extra_modules": list(tm.extra_modules),
-        "method_config": tm.method_config.to_dict(),
-        "adapter": tm.adapter_spec.to_dict() if tm.adapter_spec is not None else None,
-        "parameters": tm.parameter_report(),
-        "versions": versions(),
-    }
-    with atomic_dir(directory) as tmp:
-        if stores_full or tm.method != "adapter":
-            # HF format for full/merged; PEFT's adapter_config.json + adapter_model.safetensors.
-            with _quiet_transformers():
-                tm.model.save_pretrained(str(tmp))
-        else:
-            from safetensors.torch import save_file
-
-            save_file(_adapter_state(tm), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-            meta["adapter_weights"] = ADAPTER_WEIGHTS
-        atomic_write_json(tmp / TASK_MODEL_FILE, meta)
-    return directory
 
 
 def load_task_model(
     directory: str | Path, *, base_model_path: str | Path | None = None, trainable: bool = False
 ) -> TaskModel:
-    """Reload what :func:`save_task_model` wrote; the same outputs as before saving.
+    """Reload what :meth:`TaskModel.save` wrote; the same outputs as before saving.
 
     ``base_model_path`` overrides the recorded base checkpoint (when it moved).
     ``trainable`` makes the method's parameters trainable again (to continue training);
@@ -195,24 +126,29 @@ def load_task_model(
     if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise UserError(f"{meta_path}: not a task model this scalelab version can read")
     cfg = MethodConfig.from_dict(meta["method_config"], where=f"{meta_path}: ")
+    impl = cfg.build()
     task_kind = meta["task_kind"]
     labels = {
         "num_labels": int(meta["num_labels"]),
         "id2label": {int(k): v for k, v in meta["id2label"].items()},
         "label2id": {k: int(v) for k, v in meta["label2id"].items()},
     }
+    head, extra = tuple(meta["head_modules"]), tuple(meta["extra_modules"])
     common: dict[str, Any] = {
         "method_config": cfg,
+        "impl": impl,
         "task_kind": task_kind,
-        "head_modules": tuple(meta["head_modules"]),
-        "extra_modules": tuple(meta["extra_modules"]),
+        "head_modules": head,
+        "extra_modules": extra,
     }
-    if meta["method"] == "full" or meta["merged"]:
+    merged = bool(meta["merged"])
+    if impl.saves_full_model or merged:
         model = load_base_model(directory, task_kind=task_kind, **labels)
         _check_class(model, meta, directory)
         model.requires_grad_(trainable)
-        tm = TaskModel(model, base_model_path=None, **common)
-        tm.merged = bool(meta["merged"])
+        if trainable and not merged:  # a merged model trains in full
+            impl.mark_trainable(model, head + extra)
+        tm = TaskModel(model, base_model_path=None, merged=merged, **common)
         return tm.train(trainable)
 
     base_path = Path(base_model_path or meta["base_model_path"] or "")
@@ -223,99 +159,9 @@ def load_task_model(
         )
     base = load_base_model(base_path, task_kind=task_kind, **labels)
     _check_class(base, meta, directory)
-    base_path_str = str(base_path.resolve())
-    if meta["method"] == "adapter":
-        spec = AdapterSpec.from_dict(meta["adapter"])
-        add_bottleneck_adapters(
-            base,
-            placement=spec.placement,
-            bottleneck=spec.bottleneck,
-            activation=spec.activation,
-            modules=spec.modules,
-        )
-        _load_adapter_state(
-            base, directory / meta.get("adapter_weights", ADAPTER_WEIGHTS), meta, cfg
-        )
-        if trainable:
-            mark_adapter_trainable(
-                base,
-                head_modules=common["head_modules"] + common["extra_modules"],
-                train_norms=cfg.adapter_train_norms,
-            )
-        else:
-            base.requires_grad_(False)
-        tm = TaskModel(base, base_model_path=base_path_str, adapter_spec=spec, **common)
-        return tm.train(trainable)
-
-    import peft
-
-    prompt_learning = meta["method"] in ("prefix", "prompt")
-    if trainable and meta["method"] == "prefix" and cfg.prefix_projection:
-        raise UserError(
-            f"{directory}: prefix tuning with prefix_projection saves only the projected "
-            "prefix, so training cannot continue from it; load it for evaluation only"
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # PEFT on transformers 5 APIs
-            # AdaLoRA reloads already pruned to its rank pattern; PEFT still warns that the
-            # pattern's keys (named ...lora_E) match no module. Checked by the tests.
-            warnings.filterwarnings("ignore", "The following rank_pattern keys", RuntimeWarning)
-            model = peft.PeftModel.from_pretrained(
-                base, str(directory), is_trainable=trainable and not prompt_learning
-            )
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot load the {meta['method']} weights in {directory}: {exc}") from None
-    # PEFT leaves the head copy trainable in inference mode, and refuses is_trainable for
-    # prompt learning; set both by hand.
-    model.requires_grad_(False)
-    if trainable and prompt_learning:
-        model.peft_config["default"].inference_mode = False
-    if trainable:
-        for name, param in model.named_parameters():
-            if "prompt_encoder." in name or ".modules_to_save." in name or "lora_" in name:
-                param.requires_grad_(True)
-    tm = TaskModel(model, base_model_path=base_path_str, **common)
+    model = impl.load_weights(base, directory, meta, trained=head + extra, trainable=trainable)
+    tm = TaskModel(model, base_model_path=str(base_path.resolve()), **common)
     return tm.train(trainable)
-
-
-# ====================================================================== helpers
-
-
-def _adapter_state(tm: TaskModel) -> dict[str, torch.Tensor]:
-    model = tm.model
-    names = adapter_trainable_names(
-        model,
-        head_modules=tm.head_modules + tm.extra_modules,
-        train_norms=tm.method_config.adapter_train_norms,
-    )
-    params = dict(model.named_parameters())
-    # safetensors refuses shared or strided storage: give each tensor its own copy.
-    return {name: params[name].detach().to("cpu").contiguous().clone() for name in names}
-
-
-def _load_adapter_state(model: nn.Module, path: Path, meta: dict, cfg: MethodConfig) -> None:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise UserError(f"adapter weights missing: {path}")
-    state = load_file(str(path))
-    expected = set(
-        adapter_trainable_names(
-            model,
-            head_modules=tuple(meta["head_modules"]) + tuple(meta["extra_modules"]),
-            train_norms=cfg.adapter_train_norms,
-        )
-    )
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise UserError(f"{path}: adapter weights do not fit the model ({what})")
-    with torch.no_grad():
-        params = dict(model.named_parameters())
-        for name, value in state.items():
-            params[name].copy_(value)
 
 
 def _check_class(model: nn.Module, meta: dict, directory: Path) -> None:
