@@ -25,7 +25,7 @@ def _commands():
 def test_all_commands_present():
     names = {c[0] for c in _commands()}
     assert names >= {"demo", "plan", "study", "report", "data", "pretrain", "fit", "predict", "optimal",
-                     "plot", "finetune", "evaluate", "labelcurve"}  # fmt: skip
+                     "plot", "finetune", "evaluate", "infer", "labelcurve", "sizes"}  # fmt: skip
 
 
 @pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c))

@@ -7,7 +7,8 @@ from typing import Literal
 
 import pytest
 
-from scalelab.config import Config, add_config_arguments, config_from_args
+from scalelab.cli.flags import add_config_arguments, config_from_args
+from scalelab.config import Config
 from scalelab.errors import UserError
 
 

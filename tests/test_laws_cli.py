@@ -111,10 +111,7 @@ def test_bad_input_exits_2_with_one_line(runs_csv, capsys, argv, message):
 
 
 def test_predict_on_something_that_is_not_a_fit(tmp_path, capsys, monkeypatch):
-    import sys
-    import types
-
-    from scalelab.finetune.commands import add_shortcuts
+    import scalelab.cli.finetune as ft_cli
 
     other = tmp_path / "run_dir"
     other.mkdir()
@@ -124,14 +121,28 @@ def test_predict_on_something_that_is_not_a_fit(tmp_path, capsys, monkeypatch):
     assert main(["predict", str(junk), "--n", "1e9"]) == 2
     err = capsys.readouterr().err
     assert f"{junk} is neither a fit JSON" in err and err.count("\n") == 1
-    # A directory goes to the fine-tuning stage's predict_run, flags and all.
+    # A directory is the old spelling of `scalelab infer`: it goes there, with a note.
     seen = {}
-    stub = types.ModuleType("stub")
-    stub.register = lambda sub: None  # the CLI registers every stage's commands
-    stub.add_shortcuts = add_shortcuts  # the study commands borrow the fine-tuning flags
-    stub.predict_run = lambda args: seen.setdefault("path", args.path) and 0
-    monkeypatch.setitem(sys.modules, "scalelab.finetune.commands", stub)
-    assert main(["predict", str(other), "--n", "1e9"]) == 0
-    assert seen["path"] == str(other)
+    monkeypatch.setattr(
+        ft_cli, "run_infer", lambda args: seen.setdefault("path", args.run_dir) and 0
+    )
+    assert main(["predict", str(other), "--input", "-"]) == 0
+    assert seen["path"] == other
+    assert "deprecated; use `scalelab infer RUN_DIR`" in capsys.readouterr().err
     assert main(["optimal", str(tmp_path / "missing.json"), "--compute", "1e20"]) == 2
     assert "fit file not found" in capsys.readouterr().err
+
+
+def test_fit_options_from_a_config_file(runs_csv, tmp_path, capsys):
+    # The table is the positional argument; everything else may come from --config.
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text("n: params\nd: tokens\nloss: val_loss\ngrid: small\nflops_convention: 6nd\n")
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(runs_csv), "--config", str(cfg), "--out", str(out)]) == 0
+    assert load_fit(out).params["alpha"] == pytest.approx(0.34, abs=0.05)
+    assert json.loads(out.read_text())["table_spec"]["flops_convention"] == "6nd"
+    capsys.readouterr()
+    cfg.write_bytes(bytes(range(256)))  # not a text file: one line, exit 2
+    assert main(["fit", str(runs_csv), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "not a text file" in err and err.count("\n") == 1

@@ -23,3 +23,18 @@ class TrainingFailed(Exception):
     The run directory stays valid (status ``failed`` in ``summary.json``); the CLI prints
     the message in one line and exits with status 1.
     """
+
+
+def exit_code_for(exc: BaseException) -> tuple[int | None, str]:
+    """The exit code and the one line to print for ``exc`` (None: not ours, re-raise).
+
+    Shared by the CLI and the in-process study executor, so a rung run inside a study
+    ends with the same code it would have as a ``scalelab`` process.
+    """
+    if isinstance(exc, UserError):
+        return 2, f"scalelab: error: {exc}"
+    if isinstance(exc, TrainingFailed):
+        return 1, f"scalelab: run failed: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "\nscalelab: interrupted; run the same command again to resume."
+    return None, ""

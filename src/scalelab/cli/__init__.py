@@ -1,9 +1,12 @@
-"""The ``scalelab`` command line: one subcommand -> one stage function.
+"""The ``scalelab`` command line: the roof over the stages.
 
-Each stage package has a ``commands`` module whose ``register(subparsers)`` adds its
-subcommands; a handler turns the parsed flags into the stage's config and calls the stage
-function, nothing more. Importing a ``commands`` module is cheap (no torch), so ``--help``
-and the scaling-law commands start fast.
+One subcommand -> one stage function. Each module here registers a group of subcommands
+(``register(subparsers)``); a handler turns the parsed flags into the stage's typed config
+(:mod:`scalelab.cli.flags`), calls the stage function and prints its result, nothing more.
+This package is the only one that knows argparse, and no other package imports it.
+The command modules import configs only (the stages load their heavy libraries when they
+run); the fine-tuning configs bring torch with them, so building the parser takes about
+two seconds.
 """
 
 from __future__ import annotations
@@ -14,18 +17,18 @@ import sys
 from collections.abc import Sequence
 
 from scalelab import __version__
-from scalelab.errors import TrainingFailed, UserError
+from scalelab.cli.flags import Formatter
+from scalelab.errors import exit_code_for
 from scalelab.utils.env import quiet_threads_env
 
-# Order here is the order in `scalelab --help`.
+# The command groups, in the order of `scalelab --help`.
 COMMAND_MODULES = (
-    "scalelab.study.commands",  # demo, plan, study ...
-    "scalelab.data.commands",  # data prepare / info
-    "scalelab.train.commands",  # pretrain
-    "scalelab.models.commands",  # sizes
-    "scalelab.laws.commands",  # fit, predict, optimal, plot
-    "scalelab.finetune.commands",  # finetune, evaluate, predict-text, labelcurve
-    "scalelab.report.commands",  # report
+    "scalelab.cli.study",  # demo, plan, study run|status|fit|finetune, report
+    "scalelab.cli.data",  # data prepare|info
+    "scalelab.cli.train",  # pretrain
+    "scalelab.cli.models",  # sizes
+    "scalelab.cli.laws",  # fit, predict, optimal, plot
+    "scalelab.cli.finetune",  # finetune, evaluate, infer, labelcurve
 )
 
 EPILOG = """\
@@ -40,44 +43,23 @@ Every subcommand has --help with an example. Errors in the input print one line 
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32, width=100)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The whole ``scalelab`` parser (every command module registered)."""
     parser = argparse.ArgumentParser(
         prog="scalelab",
         description="Pretrain ladders of Transformer LMs, fit scaling laws, fine-tune, report.",
         epilog=EPILOG,
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     parser.add_argument("--version", action="version", version=f"scalelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not present in this build
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
-def subparser(sub: argparse._SubParsersAction, name: str, *, help: str, example: str, **kw):  # noqa: A002
-    """Add a subcommand whose --help ends with a usage example."""
-    return sub.add_parser(
-        name,
-        help=help,
-        description=help,
-        epilog=f"example:\n  {example}",
-        formatter_class=_Formatter,
-        **kw,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``scalelab`` command; the exit code (2: bad input, 1: a run failed)."""
     quiet_threads_env()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,17 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         result = args.func(args)
-    except UserError as exc:
-        print(f"scalelab: error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingFailed as exc:
-        print(f"scalelab: run failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nscalelab: interrupted; run the same command again to resume.", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # noqa: BLE001 - only our own error types are turned into codes
+        code, message = exit_code_for(exc)
+        if code is None:
+            raise
+        print(message, file=sys.stderr)
+        return code
+    except KeyboardInterrupt as exc:
+        code, message = exit_code_for(exc)
+        print(message, file=sys.stderr)
+        return code
     return int(result or 0)
 
 

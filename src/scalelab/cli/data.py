@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scalelab.config import add_config_arguments, config_from_args
+from scalelab.cli.flags import add_config_arguments, config_from_args
 from scalelab.data.config import DataConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scalelab.cli import subparser
+    from scalelab.cli.flags import subparser
 
     data = subparser(
         sub,

@@ -1,24 +1,40 @@
-"""CLI: ``scalelab finetune``, ``evaluate`` and the fine-tuned side of ``predict``."""
+"""``scalelab finetune``, ``evaluate``, ``infer`` (tag or classify text) and ``labelcurve``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from scalelab.cli.flags import add_config_arguments, config_from_args, subparser
 
 
-def add_shortcuts(p: argparse.ArgumentParser, *, method: bool = True) -> None:
-    """``--task NAME`` and ``--method NAME`` for the nested ``task.task`` / ``method.method``."""
-    p.add_argument("--task", dest="task.task", metavar="NAME", default=argparse.SUPPRESS,
+def add_shortcuts(p: Any, *, prefix: str = "", method: bool = True) -> None:
+    """``--task NAME`` and ``--method NAME`` for the nested ``task.task`` / ``method.method``
+    (under ``prefix``, e.g. ``finetune.`` in ``study finetune``)."""
+    p.add_argument("--task", dest=f"{prefix}task.task", metavar="NAME", default=argparse.SUPPRESS,
                    help="built-in task: twitter-ner, wiki-topics, movie-sentiment, bbc-news")  # fmt: skip
     if method:
-        p.add_argument("--method", dest="method.method", metavar="METHOD", default=argparse.SUPPRESS,
+        p.add_argument("--method", dest=f"{prefix}method.method", metavar="METHOD", default=argparse.SUPPRESS,
                        help="full, lora, adalora, prefix, prompt or adapter (default: full)")  # fmt: skip
 
 
+def add_infer_arguments(p: Any, *, hidden: bool = False) -> None:
+    """``--input``, ``--output``, ``--batch-size`` of ``scalelab infer``."""
+
+    def shown(text: str) -> str:
+        return argparse.SUPPRESS if hidden else text
+
+    p.add_argument(
+        "--input", default="-", help=shown("text file, one example per line ('-': stdin)")
+    )
+    p.add_argument("--output", default="-", help=shown("JSONL file to write ('-': stdout)"))
+    p.add_argument("--batch-size", type=int, default=32, help=shown("examples per forward pass"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from scalelab.cli import subparser
-    from scalelab.config import add_config_arguments
-    from scalelab.finetune.stage import FinetuneConfig
+    from scalelab.finetune.finetune import FinetuneConfig
+    from scalelab.study.labelcurve import LabelCurveConfig
 
     p = subparser(
         sub,
@@ -61,24 +77,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.set_defaults(func=_evaluate)
 
-    from scalelab.finetune.labelcurve import LabelCurveConfig
+    i = subparser(
+        sub,
+        "infer",
+        help="Tag (NER) or classify text with a fine-tuned run; one JSON object per input line.",
+        example="echo 'Obama visits Paris' | scalelab infer runs/ner-lora > tags.jsonl\n"
+        "  scalelab infer runs/topics --input articles.txt --output labels.jsonl",
+    )
+    i.add_argument("run_dir", metavar="RUN", type=Path, help="a `scalelab finetune` run directory")
+    add_infer_arguments(i)
+    i.set_defaults(func=run_infer)
 
     lc = subparser(
         sub,
         "labelcurve",
         help="Metric against the number of labelled examples per method, a power-law fit, labels needed for a target.",
-        example="scalelab labelcurve runs/lc --model runs/tiny --task wiki-topics --methods full,lora "
+        example="scalelab labelcurve runs/lc --finetune.model runs/tiny --task wiki-topics --methods full,lora "
         "--fractions 0.01,0.03,0.1,0.3,1 --target 0.6",
     )
     lc.add_argument("out", metavar="OUT", type=Path, help="output directory (resumable)")
-    add_shortcuts(lc, method=False)
+    add_shortcuts(lc, prefix="finetune.", method=False)
     add_config_arguments(lc, LabelCurveConfig)
     lc.set_defaults(func=_labelcurve)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.finetune.stage import FinetuneConfig, finetune
+    from scalelab.finetune.finetune import FinetuneConfig, finetune
 
     saved = args.run_dir / "config.yaml"
     base = FinetuneConfig.load(saved) if saved.is_file() else None
@@ -92,8 +116,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _labelcurve(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.finetune.labelcurve import LabelCurveConfig, describe, label_curve
+    from scalelab.study.labelcurve import LabelCurveConfig, describe, label_curve
 
     data = label_curve(config_from_args(LabelCurveConfig, args), args.out)
     print(describe(data))
@@ -115,10 +138,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_run(args: argparse.Namespace) -> int:
+def run_infer(args: argparse.Namespace) -> int:
+    """``scalelab infer RUN``: tags or classes for each input line, as JSONL."""
     from scalelab.finetune.inference import predict_text
 
     predict_text(
-        Path(args.path), input_path=args.input, output_path=args.output, batch_size=args.batch_size
+        args.run_dir, input_path=args.input, output_path=args.output, batch_size=args.batch_size
     )
     return 0

@@ -1,7 +1,9 @@
-"""CLI: ``scalelab fit``, ``predict``, ``optimal``, ``plot`` (scaling laws).
+"""``scalelab fit``, ``predict``, ``optimal``, ``plot``: scaling laws over a table or a fit.
 
-Handlers turn flags into a stage config and call the stage in :mod:`.stages`; numpy and
-scipy are imported only inside them, so ``scalelab --help`` stays fast.
+Handlers turn flags into a stage config and call the stage in :mod:`scalelab.laws.fit`;
+numpy and scipy are imported only inside them, so ``scalelab --help`` stays fast.
+``scalelab predict`` predicts a loss from a fit; tagging or classifying text with a
+fine-tuned run is ``scalelab infer`` (``predict RUN_DIR`` still works, with a note).
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scalelab.cli.flags import add_config_arguments, config_from_args, deprecated, subparser
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scalelab.cli import subparser
-    from scalelab.config import add_config_arguments
-    from scalelab.laws.stages import FitConfig, OptimalConfig, PlotConfig, PredictConfig
+    from scalelab.laws.fit import FitConfig, OptimalConfig, PlotConfig, PredictConfig
 
     p = subparser(
         sub,
@@ -28,21 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "predict",
-        help="Predict loss from a fit JSON (with intervals), or tag/classify text with a fine-tuned run.",
-        example="scalelab predict fit.json --n 7e9 --d 1.4e11\n"
-        "  echo 'Obama visits Paris' | scalelab predict runs/ner-lora --input - > tags.jsonl",
+        help="Predict the loss at given N and D from a fit JSON, with confidence and prediction intervals.",
+        example="scalelab predict fit.json --n 7e9 --d 1.4e11",
     )
-    p.add_argument(
-        "path",
-        metavar="PATH",
-        help="a fit JSON from `scalelab fit --out`, or a fine-tuning run directory",
-    )
+    p.add_argument("path", metavar="FIT.json", help="a fit JSON written by `scalelab fit --out`")
     add_config_arguments(p, PredictConfig, skip=("path",))
-    ft = p.add_argument_group("fine-tuned run options (PATH is a `scalelab finetune` run)")
-    ft.add_argument("--input", default="-", help="text file, one example per line ('-': stdin)")
-    ft.add_argument("--output", default="-", help="JSONL file to write ('-': stdout)")
-    ft.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
-    p.set_defaults(func=predict_from_fit)
+    # Before 0.2, `predict RUN_DIR` also tagged text with a fine-tuned run (now `infer`).
+    from scalelab.cli.finetune import add_infer_arguments
+
+    add_infer_arguments(p, hidden=True)
+    p.set_defaults(func=_predict)
 
     p = subparser(
         sub,
@@ -66,8 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.laws.stages import FitConfig, run_fit
+    from scalelab.laws.fit import FitConfig, run_fit
 
     fit, text = run_fit(config_from_args(FitConfig, args))
     print(text)
@@ -75,30 +71,29 @@ def _fit(args: argparse.Namespace) -> int:
     return 0 if diag is None or diag.converged else 1
 
 
-def predict_from_fit(args: argparse.Namespace) -> int:
-    """``scalelab predict PATH``: a fit JSON gives a law prediction; anything else goes to
-    the fine-tuning stage's text prediction (``scalelab.finetune.commands.predict_run``)."""
-    from scalelab.config import config_from_args
+def _predict(args: argparse.Namespace) -> int:
+    """A fit JSON: the law's prediction. A directory: the old spelling of ``infer``."""
     from scalelab.errors import UserError
-    from scalelab.laws.stages import PredictConfig, is_fit_json, run_predict
+    from scalelab.laws.fit import PredictConfig, is_fit_json, run_predict
 
-    path = Path(args.path)
-    if is_fit_json(path):
-        _, text = run_predict(config_from_args(PredictConfig, args))
-        print(text)
-        return 0
-    if not path.is_dir():
+    if Path(args.path).is_dir():
+        from scalelab.cli.finetune import run_infer
+
+        deprecated("`scalelab predict RUN_DIR`", "`scalelab infer RUN_DIR`")
+        args.run_dir = Path(args.path)
+        return run_infer(args)
+    if Path(args.path).is_file() and not is_fit_json(args.path):
         raise UserError(
-            f"{path} is neither a fit JSON (from `scalelab fit --out`) nor a fine-tuning run"
+            f"{args.path} is neither a fit JSON (from `scalelab fit --out`) nor a fine-tuning "
+            "run (for those: `scalelab infer RUN_DIR`)"
         )
-    from scalelab.finetune.commands import predict_run
-
-    return int(predict_run(args) or 0)
+    _, text = run_predict(config_from_args(PredictConfig, args))
+    print(text)
+    return 0
 
 
 def _optimal(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.laws.stages import OptimalConfig, run_optimal
+    from scalelab.laws.fit import OptimalConfig, run_optimal
 
     _, text = run_optimal(config_from_args(OptimalConfig, args))
     print(text)
@@ -106,8 +101,7 @@ def _optimal(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.laws.stages import PlotConfig, run_plot
+    from scalelab.laws.fit import PlotConfig, run_plot
 
     _, text = run_plot(config_from_args(PlotConfig, args))
     print(text)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scalelab.cli import subparser
+    from scalelab.cli.flags import subparser
 
     p = subparser(
         sub,

@@ -1,19 +1,30 @@
-"""CLI: ``scalelab demo``, ``plan``, ``study run|status|fit``, ``report``."""
+"""``scalelab demo``, ``plan``, ``study run|status|fit|finetune``, ``report``: studies."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from scalelab.cli.finetune import add_shortcuts
+from scalelab.cli.flags import add_config_arguments, config_from_args, subparser
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scalelab.cli import subparser
-    from scalelab.config import add_config_arguments
-    from scalelab.finetune.commands import add_shortcuts
-    from scalelab.study.downstream import StudyFinetuneConfig
-    from scalelab.study.fit import StudyFitConfig
+    """``demo``, ``plan``, ``study ...`` and ``report``."""
+    _register_demo_and_plan(sub)
+    _register_study(sub)
+    report = subparser(
+        sub,
+        "report",
+        help="Write STUDY/report.html (self-contained) and report.md from what the study has so far.",
+        example="scalelab report runs/iso",
+    )
+    report.add_argument("study", type=Path, metavar="STUDY")
+    report.set_defaults(func=_report)
+
+
+def _register_demo_and_plan(sub: argparse._SubParsersAction) -> None:
     from scalelab.study.plan import PlanConfig
-    from scalelab.study.run import RunConfig
 
     demo = subparser(
         sub,
@@ -47,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(plan, PlanConfig)
     plan.set_defaults(func=_plan)
+
+
+def _register_study(sub: argparse._SubParsersAction) -> None:
+    from scalelab.study.downstream import StudyFinetuneConfig
+    from scalelab.study.fit import StudyFitConfig
+    from scalelab.study.run import RunConfig
 
     study = subparser(
         sub,
@@ -89,24 +106,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  scalelab study finetune runs/iso --task twitter-ner --method lora --perturb casing,typos,entity-swap",
     )
     ft.add_argument("study", type=Path, metavar="STUDY")
-    add_shortcuts(ft)
+    add_shortcuts(ft, prefix="finetune.")
     add_config_arguments(ft, StudyFinetuneConfig)
     ft.set_defaults(func=_finetune)
 
-    report = subparser(
-        sub,
-        "report",
-        help="Write STUDY/report.html (self-contained) and report.md from what the study has so far.",
-        example="scalelab report runs/iso",
-    )
-    report.add_argument("study", type=Path, metavar="STUDY")
-    report.set_defaults(func=_report)
-
 
 def _plan(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.study.plan import PlanConfig
-    from scalelab.study.stages import plan_study
+    from scalelab.study.plan import PlanConfig, plan_study
 
     cfg = config_from_args(PlanConfig, args)
     plan_study(cfg, args.out, dry_run=args.dry_run, probe=args.probe, workers=args.workers)
@@ -114,17 +120,15 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
     from scalelab.study.fit import StudyFitConfig
-    from scalelab.study.run import RunConfig
-    from scalelab.study.stages import run_and_fit
+    from scalelab.study.run import RunConfig, run_and_fit
     from scalelab.study.study import Study
 
     return run_and_fit(Study.load(args.study), config_from_args(RunConfig, args), StudyFitConfig())
 
 
 def _status(args: argparse.Namespace) -> int:
-    from scalelab.study.stages import status_text
+    from scalelab.study.run import status_text
     from scalelab.study.study import Study
 
     print(status_text(Study.load(args.study)))
@@ -132,9 +136,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.study.fit import StudyFitConfig
-    from scalelab.study.stages import describe_fit, fit_and_report
+    from scalelab.study.fit import StudyFitConfig, describe_fit, fit_and_report
     from scalelab.study.study import Study
 
     summary = fit_and_report(
@@ -147,16 +149,14 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
-    from scalelab.study.downstream import StudyFinetuneConfig
-    from scalelab.study.stages import finetune_and_fit
+    from scalelab.study.downstream import StudyFinetuneConfig, finetune_and_fit
     from scalelab.study.study import Study
 
     return finetune_and_fit(Study.load(args.study), config_from_args(StudyFinetuneConfig, args))
 
 
 def _report(args: argparse.Namespace) -> int:
-    from scalelab.report.study_report import build_report
+    from scalelab.study.report.study_report import build_report
     from scalelab.study.study import Study
 
     study = Study.load(args.study)

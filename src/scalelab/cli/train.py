@@ -7,8 +7,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scalelab.cli import subparser
-    from scalelab.config import add_config_arguments
+    from scalelab.cli.flags import add_config_arguments, subparser
     from scalelab.train.pretrain import PretrainConfig
 
     p = subparser(
@@ -27,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from scalelab.config import config_from_args
+    from scalelab.cli.flags import config_from_args
     from scalelab.train.pretrain import PretrainConfig, load_run_config, pretrain
 
     saved = load_run_config(args.run_dir)
