@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scalelab.cli import main
+from scalelab.finetune.finetune import FinetuneConfig
 from scalelab.study.study import Study
 from scalelab.utils.io import read_json
 
@@ -59,13 +60,20 @@ def test_study_finetune_fits_and_predicts_holdout(tiny_study, capsys):
     assert after["wall_time_s"] == before["wall_time_s"]
 
 
-def test_label_curve(tiny_study, tmp_path, capsys):
+def test_label_curve(tiny_study, tmp_path, capsys, monkeypatch):
+    import scalelab.cli
+
+    def no_cli(argv):  # the in-process executor calls the stage, never the CLI
+        raise AssertionError(f"cli.main called in-process with {argv}")
+
+    monkeypatch.setattr(scalelab.cli, "main", no_cli)
     model = tiny_study / "rungs" / "r05"
     out = tmp_path / "lc"
-    args = ["labelcurve", str(out), "--model", str(model), "--task", "movie-sentiment",
+    # The 0.2 spellings: the fine-tuning settings nest under --finetune.
+    args = ["labelcurve", str(out), "--finetune.model", str(model), "--task", "movie-sentiment",
             "--methods", "full,lora", "--fractions", "0.25,0.5,1", "--min-steps", "4", "--target", "0.6",
-            "--task.max-examples", "60", "--epochs", "1", "--max-length", "32", "--batch-size", "8",
-            "--in-process"]  # fmt: skip
+            "--finetune.task.max-examples", "60", "--finetune.epochs", "1", "--finetune.max-length", "32",
+            "--finetune.batch-size", "8", "--finetune.method.lora.r", "4", "--in-process"]  # fmt: skip
     assert main(args) == 0
     data = read_json(out / "labelcurve.json")
     assert set(data["methods"]) == {"full", "lora"} and data["metric"] == "accuracy"
@@ -77,6 +85,12 @@ def test_label_curve(tiny_study, tmp_path, capsys):
     ]  # nested subsets of the 60 training examples
     assert (out / "report.html").is_file()
     assert "full:" in capsys.readouterr().out
+    run = out / "lora" / "frac0.5" / "seed0"
+    cfg = FinetuneConfig.load(run / "config.yaml")
+    assert cfg.method.method == "lora" and cfg.method.lora.r == 4 and cfg.train_fraction == 0.5
+    assert cfg.optim.lr is None  # by method: the label curve keeps the stage's defaults
+    summary = read_json(run / "summary.json")
+    assert summary["lr"] == 5e-4 and summary["tokens"] > 0 and summary["tokens_per_s"] > 0
 
 
 def test_label_curve_needs_three_fractions(tmp_path, capsys):

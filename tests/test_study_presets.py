@@ -42,7 +42,13 @@ def test_prior_counts_all_parameters():
 def test_downstream_step_of_presets():
     assert downstream("default") is None  # no room in its 10 minutes
     ft = downstream("medium")
-    assert ft is not None and ft.task.task == "wiki-topics"
+    assert ft is not None and ft.finetune.task.task == "wiki-topics"
+    # The same fine-tuning of every rung as 0.1 ran (the medium demo's numbers depend on it).
+    run = ft.finetune
+    assert (run.epochs, run.batch_size, run.max_length, run.patience) == (3.0, 16, 128, 3)
+    assert run.peak_lr == 1e-3 and run.optim.weight_decay == 0.01 and run.optim.beta2 == 0.999
+    assert run.optim.schedule == "linear" and run.optim.warmup_fraction == 0.1
+    assert run.runtime.precision == "bf16" and not run.runtime.progress
     with pytest.raises(UserError, match="unknown preset"):
         preset("huge")
 

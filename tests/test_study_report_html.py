@@ -5,7 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scalelab.report.html import Report, fmt  # noqa: E402
+from scalelab.study.report.html import Report, fmt  # noqa: E402
 
 
 def test_report_is_self_contained(tmp_path):

@@ -187,6 +187,34 @@ def encode_ner(
     the room left by the special tokens).
     """
     _check_fast(tokenizer)
+    budget, stride = _window_budget(tokenizer, max_length, stride)
+    sentences = [ex.words if isinstance(ex, NerExample) else tuple(ex) for ex in examples]
+    tags = [ex.tags if isinstance(ex, NerExample) else None for ex in examples]
+    if any(t is not None for t in tags) and label2id is None:
+        raise UserError("encode_ner needs label2id to turn tags into label ids")
+    prefix = needs_space_prefix(tokenizer)
+    prepared = [_prepare_words(words, prefix) for words in sentences]
+    counts = _subword_counts(tokenizer, prepared)
+    plan: list[tuple[int, int, int]] = []  # (example, start word, end word)
+    for i, c in enumerate(counts):
+        if c:
+            plan += [(i, s, e) for s, e in _plan_windows(c, budget, stride)]
+    windows = _encode_windows(
+        tokenizer, prepared, plan, tags, label2id, max_length, label_all_subwords
+    )
+    return NerEncoding(
+        windows=tuple(windows),
+        n_words=tuple(len(w) for w in sentences),
+        n_split=sum(1 for c in counts if c and sum(c) > budget),
+        n_empty_words=sum(1 for c in counts for k in c if k == 0),
+        n_clipped_words=sum(1 for c in counts for k in c if k > budget),
+        max_length=max_length,
+        stride=stride,
+    )
+
+
+def _window_budget(tokenizer: Any, max_length: int, stride: int | None) -> tuple[int, int]:
+    """``(subwords per window, stride)``: the room next to the special tokens, checked."""
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     budget = max_length - n_special
     if budget < 1:
@@ -199,37 +227,40 @@ def encode_ner(
         raise UserError(
             f"stride must be in [0, {budget}) for max_length={max_length}, got {stride}"
         )
-    sentences = [ex.words if isinstance(ex, NerExample) else tuple(ex) for ex in examples]
-    tags = [ex.tags if isinstance(ex, NerExample) else None for ex in examples]
-    if any(t is not None for t in tags) and label2id is None:
-        raise UserError("encode_ner needs label2id to turn tags into label ids")
-    prefix = needs_space_prefix(tokenizer)
-    prepared = [_prepare_words(words, prefix) for words in sentences]
-    # Pass 1, no special tokens: subwords per word, to plan the windows.
+    return budget, stride
+
+
+def _subword_counts(tokenizer: Any, prepared: list[list[str]]) -> list[list[int]]:
+    """Subwords per word of every sentence (pass 1, no special tokens), to plan the windows."""
     counts: list[list[int]] = [[] for _ in prepared]
     non_empty = [i for i, words in enumerate(prepared) if words]
-    if non_empty:
-        first = tokenizer(
-            [prepared[i] for i in non_empty],
-            is_split_into_words=True,
-            add_special_tokens=False,
-            verbose=False,  # no "longer than the model's maximum" warning: we window
-        )
+    if not non_empty:
+        return counts
+    first = tokenizer(
+        [prepared[i] for i in non_empty],
+        is_split_into_words=True,
+        add_special_tokens=False,
+        verbose=False,  # no "longer than the model's maximum" warning: we window
+    )
     for row, i in enumerate(non_empty):
         c = [0] * len(prepared[i])
         for w in first.word_ids(row):
             if w is not None:
                 c[w] += 1
         counts[i] = c
-    plan: list[tuple[int, int, int]] = []  # (example, start word, end word)
-    for i, c in enumerate(counts):
-        if c:
-            plan += [(i, s, e) for s, e in _plan_windows(c, budget, stride)]
-    n_split = sum(1 for c in counts if c and sum(c) > budget)
-    n_empty = sum(1 for c in counts for k in c if k == 0)
-    n_clipped = sum(1 for c in counts for k in c if k > budget)
+    return counts
 
-    # Pass 2, with special tokens: the windows themselves.
+
+def _encode_windows(
+    tokenizer: Any,
+    prepared: list[list[str]],
+    plan: list[tuple[int, int, int]],
+    tags: list[tuple[str, ...] | None],
+    label2id: Mapping[str, int] | None,
+    max_length: int,
+    label_all_subwords: bool,
+) -> list[TokenWindow]:
+    """Pass 2, with special tokens: the planned ``(example, start, end)`` windows themselves."""
     second = (
         tokenizer(
             [prepared[i][s:e] for i, s, e in plan],
@@ -252,20 +283,10 @@ def encode_ner(
             ids = [ids[k] for k in keep]
             wids = [wids[k] for k in keep]
             types = [types[k] for k in keep] if types is not None else None
-        labels = [IGNORE] * len(ids)
-        if tags[i] is not None:
-            previous: int | None = None
-            for pos, w in enumerate(wids):
-                if w is None:
-                    previous = None
-                    continue
-                tag = tags[i][w]
-                if w != previous:
-                    labels[pos] = _label_id(label2id, tag)  # type: ignore[arg-type]
-                elif label_all_subwords:
-                    cont = "I-" + tag[2:] if tag.startswith("B-") else tag
-                    labels[pos] = _label_id(label2id, cont if cont in label2id else tag)  # type: ignore[arg-type,operator]
-                previous = w
+        if tags[i] is None:
+            labels = [IGNORE] * len(ids)
+        else:  # encode_ner checked that tags come with a label2id
+            labels = _window_labels(wids, tags[i], label2id, label_all_subwords)  # type: ignore[arg-type]
         k = window_index.get(i, 0)
         window_index[i] = k + 1
         windows.append(
@@ -278,18 +299,33 @@ def encode_ner(
                 window_index=k,
                 word_start=s,
                 word_end=e,
-                n_words=len(sentences[i]),
+                n_words=len(prepared[i]),  # one entry per word of the sentence
             )
         )
-    return NerEncoding(
-        windows=tuple(windows),
-        n_words=tuple(len(w) for w in sentences),
-        n_split=n_split,
-        n_empty_words=n_empty,
-        n_clipped_words=n_clipped,
-        max_length=max_length,
-        stride=stride,
-    )
+    return windows
+
+
+def _window_labels(
+    wids: list[int | None],
+    tags: Sequence[str],
+    label2id: Mapping[str, int],
+    label_all_subwords: bool,
+) -> list[int]:
+    """Label ids of one window: a word's tag on its first subword (or all, label_all_subwords)."""
+    labels = [IGNORE] * len(wids)
+    previous: int | None = None
+    for pos, w in enumerate(wids):
+        if w is None:
+            previous = None
+            continue
+        tag = tags[w]
+        if w != previous:
+            labels[pos] = _label_id(label2id, tag)
+        elif label_all_subwords:
+            cont = "I-" + tag[2:] if tag.startswith("B-") else tag
+            labels[pos] = _label_id(label2id, cont if cont in label2id else tag)
+        previous = w
+    return labels
 
 
 def _label_id(label2id: Mapping[str, int], tag: str) -> int:

@@ -97,8 +97,35 @@ def read_conll(
     if delimiter not in ("auto", "tab", "whitespace"):
         raise UserError(f"unknown delimiter '{delimiter}'; choose auto, tab or whitespace")
     text = _read_text(path, encoding)
+    sentences, n_columns, n_documents = _parse_columns(
+        path, text, token_column, label_column, delimiter, docstart
+    )
+    if not sentences:
+        raise UserError(f"{path}: no sentences found (is it a column file with blank-line breaks?)")
+    if wanted == "auto":
+        used, reason = detect_scheme(tags for _w, tags, _l in sentences)
+    else:
+        used, reason = wanted, "given"
+    examples, n_repaired = _to_examples(path, sentences, used, scheme_given=wanted != "auto")
+    return ConllFile(
+        path=str(path),
+        examples=tuple(examples),
+        scheme=used,
+        scheme_reason=reason,
+        n_repaired=n_repaired,
+        n_documents=n_documents,
+        n_columns=n_columns,
+    )
 
-    sentences: list[tuple[list[str], list[str], list[int]]] = []  # words, raw tags, line numbers
+
+_Sentence = tuple[list[str], list[str], list[int]]  # words, raw tags, line numbers
+
+
+def _parse_columns(
+    path: Path, text: str, token_column: int, label_column: int, delimiter: str, docstart: str
+) -> tuple[list[_Sentence], int, int]:
+    """Sentences of ``text`` (words, raw tags, line numbers), columns, ``-DOCSTART-`` lines."""
+    sentences: list[_Sentence] = []
     words: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
@@ -128,18 +155,7 @@ def read_conll(
             continue
         if not n_columns:
             n_columns, first_line = len(fields), lineno
-            if n_columns < 2:
-                raise UserError(
-                    f"{path}:{lineno}: found 1 column; a NER file needs a token and a label "
-                    f"column{' (separated by tabs)' if use_tab else ''}"
-                )
-            for name, col in (("token_column", token_column), ("label_column", label_column)):
-                if not -n_columns <= col < n_columns:
-                    raise UserError(
-                        f"{path}:{lineno}: {name}={col} but lines have {n_columns} columns"
-                    )
-            if token_column % n_columns == label_column % n_columns:
-                raise UserError(f"{path}: token_column and label_column are the same column")
+            _check_columns(path, lineno, n_columns, use_tab, token_column, label_column)
         elif len(fields) != n_columns:
             raise UserError(
                 f"{path}:{lineno}: expected {n_columns} columns (as on line {first_line}), "
@@ -149,33 +165,41 @@ def read_conll(
         tags.append(fields[label_column])
         lines.append(lineno)
     flush()
-    if not sentences:
-        raise UserError(f"{path}: no sentences found (is it a column file with blank-line breaks?)")
+    return sentences, n_columns, n_documents
 
-    if wanted == "auto":
-        used, reason = detect_scheme(tags for _w, tags, _l in sentences)
-    else:
-        used, reason = wanted, "given"
+
+def _check_columns(
+    path: Path, lineno: int, n_columns: int, use_tab: bool, token_column: int, label_column: int
+) -> None:
+    """Raise unless the first token line has room for distinct token and label columns."""
+    if n_columns < 2:
+        raise UserError(
+            f"{path}:{lineno}: found 1 column; a NER file needs a token and a label "
+            f"column{' (separated by tabs)' if use_tab else ''}"
+        )
+    for name, col in (("token_column", token_column), ("label_column", label_column)):
+        if not -n_columns <= col < n_columns:
+            raise UserError(f"{path}:{lineno}: {name}={col} but lines have {n_columns} columns")
+    if token_column % n_columns == label_column % n_columns:
+        raise UserError(f"{path}: token_column and label_column are the same column")
+
+
+def _to_examples(
+    path: Path, sentences: list[_Sentence], used: str, *, scheme_given: bool
+) -> tuple[list[NerExample], int]:
+    """IOB2 examples of ``sentences`` (every tag checked against ``used``) and the tags repaired."""
     examples: list[NerExample] = []
     n_repaired = 0
     for sent_words, sent_tags, sent_lines in sentences:
         for tag, lineno in zip(sent_tags, sent_lines):
             problem = check_tag(tag, used)
             if problem is not None:
-                hint = " (pass scheme=... to choose another)" if wanted != "auto" else ""
+                hint = " (pass scheme=... to choose another)" if scheme_given else ""
                 raise UserError(f"{path}:{lineno}: {problem}{hint}")
         iob2, repaired = to_iob2(sent_tags, used)
         n_repaired += repaired
         examples.append(NerExample(sent_words, iob2, source=f"{path.name}:{sent_lines[0]}"))
-    return ConllFile(
-        path=str(path),
-        examples=tuple(examples),
-        scheme=used,
-        scheme_reason=reason,
-        n_repaired=n_repaired,
-        n_documents=n_documents,
-        n_columns=n_columns,
-    )
+    return examples, n_repaired
 
 
 def _cell(text: str, delimiter: str) -> str:

@@ -50,7 +50,7 @@ def load_run(run_dir: Path) -> LoadedRun:
 def _score_examples(run: LoadedRun, examples: Any, *, batch_size: int = 32) -> tuple[Any, float]:
     from scalelab.finetune.align import PadCollator
     from scalelab.finetune.batching import EncodedSplit, decode, predict_logits
-    from scalelab.finetune.stage import gold_of, score
+    from scalelab.finetune.finetune import gold_of, score
     from scalelab.finetune.tasks import Task
 
     task = Task(
@@ -91,8 +91,8 @@ def evaluate_run(
     out: Path | None = None,
 ) -> dict[str, Any]:
     """Print and write the evaluation tables of ``split``; with ``perturb``, the robustness table."""
+    from scalelab.finetune.finetune import headline
     from scalelab.finetune.perturb import parse_perturbations, perturb_task_split
-    from scalelab.finetune.stage import headline
     from scalelab.finetune.tasks import TaskConfig
 
     run = load_run(run_dir)

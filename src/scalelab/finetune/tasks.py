@@ -307,46 +307,13 @@ def load_task(
     Raises :class:`UserError` for an unknown task, a missing package or file, an empty
     split, or (unless ``drop_unseen_labels``) a dev/test label never seen in training.
     """
-    for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise UserError(f"{name} must be in [0, 1), got {value}")
-    if dev_fraction + test_fraction >= 1.0:
-        raise UserError("dev_fraction + test_fraction must leave some training data (< 1)")
-    if max_examples is not None and max_examples <= 0:
-        raise UserError(f"max_examples must be positive, got {max_examples}")
-    if kind is not None and kind not in ("ner", "classification"):
-        raise UserError(f"unknown task kind '{kind}'; choose ner or classification")
+    _check_load_arguments(dev_fraction, test_fraction, max_examples, kind)
     files = {"train": train_file, "dev": dev_file, "test": test_file}
     notes: list[str] = []
     given: dict[str, tuple[Example, ...]] = {}
-
     if spec is not None and str(spec) in BUILTIN_TASKS:
-        if any(files.values()):
-            raise UserError(f"'{spec}' is a built-in task; do not also pass data files")
-        builtin = BUILTIN_TASKS[str(spec)]
-        if kind is not None and kind != builtin.kind:
-            raise UserError(f"built-in task '{spec}' is {builtin.kind}, not {kind}")
-        kind = builtin.kind
-        examples, load_notes, file = builtin.loader(package_dir(builtin))
-        notes += load_notes
-        given["train"] = tuple(examples)
-        name, source, license_ = builtin.name, f"{builtin.pip}: {file}", builtin.license
+        kind, name, source, license_ = _read_builtin(str(spec), files, kind, given, notes)
     else:
-        if spec is not None:
-            if train_file is not None:
-                raise UserError(
-                    "give the data either as the task argument or as train_file, not both"
-                )
-            if not Path(spec).is_file():
-                raise _unknown_task(str(spec))
-            files["train"] = spec
-        if files["train"] is None:
-            raise UserError(
-                "no task: give a built-in task name "
-                f"({', '.join(builtin_task_names())}) or a data file"
-            )
-        train_path = Path(files["train"])  # type: ignore[arg-type]
-        kind = kind or _infer_kind(train_path)
         options = {
             "token_column": token_column,
             "label_column": label_column,
@@ -355,26 +322,11 @@ def load_task(
             "text_field": text_field,
             "label_field": label_field,
         }
-        for split, file in files.items():
-            if file is not None:
-                examples, note = _read_file(Path(file), kind, options)
-                given[split] = tuple(examples)
-                notes.append(note)
-        name = train_path.stem
-        source = ", ".join(str(f) for f in files.values() if f is not None)
-        license_ = ""
+        kind, name, source, license_ = _read_files(spec, files, kind, options, given, notes)
 
-    # Carve the missing held-out splits out of the training data (test first, then dev).
-    missing = [s for s in ("test", "dev") if s not in given]
-    fractions = {"test": test_fraction, "dev": dev_fraction}
-    parts = _carve(given["train"], kind, seed, [fractions[s] for s in missing])
-    splits = dict(zip(missing, parts[:-1]))
-    splits["train"] = parts[-1]
-    splits.update({s: given[s] for s in ("dev", "test") if s in given})
-    splits = {s: _cap(splits[s], kind, seed, max_examples) for s in SPLITS}
+    splits = _carve_and_cap(given, kind, seed, dev_fraction, test_fraction, max_examples)
     if max_examples is not None:
         notes.append(f"every split capped at {max_examples} examples")
-
     _check_not_empty(splits, name)
     _drop_or_raise_unseen(splits, drop_unseen_labels, notes)
     _check_not_empty(splits, name)  # dropping may have emptied a split
@@ -398,6 +350,89 @@ def load_task(
         notes=tuple(notes),
         seed=seed,
     )
+
+
+def _check_load_arguments(
+    dev_fraction: float, test_fraction: float, max_examples: int | None, kind: str | None
+) -> None:
+    """Raise :class:`UserError` for split fractions, a cap or a kind :func:`load_task` rejects."""
+    for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"{name} must be in [0, 1), got {value}")
+    if dev_fraction + test_fraction >= 1.0:
+        raise UserError("dev_fraction + test_fraction must leave some training data (< 1)")
+    if max_examples is not None and max_examples <= 0:
+        raise UserError(f"max_examples must be positive, got {max_examples}")
+    if kind is not None and kind not in ("ner", "classification"):
+        raise UserError(f"unknown task kind '{kind}'; choose ner or classification")
+
+
+def _read_builtin(
+    spec: str,
+    files: dict[str, str | Path | None],
+    kind: TaskKind | None,
+    given: dict[str, tuple[Example, ...]],
+    notes: list[str],
+) -> tuple[TaskKind, str, str, str]:
+    """Read a built-in task's data into ``given["train"]``: (kind, name, source, license)."""
+    if any(files.values()):
+        raise UserError(f"'{spec}' is a built-in task; do not also pass data files")
+    builtin = BUILTIN_TASKS[spec]
+    if kind is not None and kind != builtin.kind:
+        raise UserError(f"built-in task '{spec}' is {builtin.kind}, not {kind}")
+    examples, load_notes, file = builtin.loader(package_dir(builtin))
+    notes += load_notes
+    given["train"] = tuple(examples)
+    return builtin.kind, builtin.name, f"{builtin.pip}: {file}", builtin.license
+
+
+def _read_files(
+    spec: str | Path | None,
+    files: dict[str, str | Path | None],
+    kind: TaskKind | None,
+    options: dict[str, Any],
+    given: dict[str, tuple[Example, ...]],
+    notes: list[str],
+) -> tuple[TaskKind, str, str, str]:
+    """Read the user's data file(s) into ``given``: (kind, name, source, license)."""
+    if spec is not None:
+        if files["train"] is not None:
+            raise UserError("give the data either as the task argument or as train_file, not both")
+        if not Path(spec).is_file():
+            raise _unknown_task(str(spec))
+        files["train"] = spec  # one data file given as the task: it is the training data
+    if files["train"] is None:
+        raise UserError(
+            f"no task: give a built-in task name ({', '.join(builtin_task_names())}) or a data file"
+        )
+    train_path = Path(files["train"])  # type: ignore[arg-type]
+    kind = kind or _infer_kind(train_path)
+    for split, file in files.items():
+        if file is not None:
+            examples, note = _read_file(Path(file), kind, options)
+            given[split] = tuple(examples)
+            notes.append(note)
+    source = ", ".join(str(f) for f in files.values() if f is not None)
+    return kind, train_path.stem, source, ""
+
+
+def _carve_and_cap(
+    given: dict[str, tuple[Example, ...]],
+    kind: TaskKind,
+    seed: int,
+    dev_fraction: float,
+    test_fraction: float,
+    max_examples: int | None,
+) -> dict[str, tuple[Example, ...]]:
+    """All three splits: the given ones, the missing held-out ones carved out of train, capped."""
+    # Carve the missing held-out splits out of the training data (test first, then dev).
+    missing = [s for s in ("test", "dev") if s not in given]
+    fractions = {"test": test_fraction, "dev": dev_fraction}
+    parts = _carve(given["train"], kind, seed, [fractions[s] for s in missing])
+    splits = dict(zip(missing, parts[:-1]))
+    splits["train"] = parts[-1]
+    splits.update({s: given[s] for s in ("dev", "test") if s in given})
+    return {s: _cap(splits[s], kind, seed, max_examples) for s in SPLITS}
 
 
 @dataclasses.dataclass(kw_only=True)

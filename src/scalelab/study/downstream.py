@@ -18,40 +18,52 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.finetune.methods import MethodConfig
-from scalelab.finetune.tasks import TaskConfig
+from scalelab.finetune.finetune import FinetuneConfig
+from scalelab.study.jobs import Job, finetune_done, finetune_job, run_jobs, scalelab_command
 from scalelab.study.study import Study
 from scalelab.utils.io import read_json
 
 DOWNSTREAM = "downstream"
 
 
+def rung_finetune_defaults() -> FinetuneConfig:
+    """What ``study finetune`` fine-tunes each rung with unless told otherwise: the stage's
+    defaults, but peak lr 1e-3 for every method (the 0.1 default: small models pretrained
+    from scratch, not the published checkpoints the per-method defaults are for) and no
+    progress bars or TensorBoard events (many short runs, each with its own log)."""
+    base = FinetuneConfig()
+    return base.replace(
+        optim=base.optim.replace(lr=1e-3),
+        runtime=base.runtime.replace(precision="bf16", progress=False, tensorboard=False),
+    )
+
+
 @dataclass(kw_only=True)
 class StudyFinetuneConfig(Config):
     """Fine-tuning every rung of a study on one task with one method."""
 
-    task: TaskConfig = field(default_factory=TaskConfig)
-    """The task (built-in name or files)."""
-    method: MethodConfig = field(default_factory=MethodConfig)
-    """The fine-tuning method."""
+    # Before 0.2 the fine-tuning fields were copied here; they now live in `finetune`.
+    renamed: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "task": "finetune.task",
+        "method": "finetune.method",
+        "epochs": "finetune.epochs",
+        "batch_size": "finetune.batch_size",
+        "max_length": "finetune.max_length",
+        "lr": "finetune.optim.lr",
+        "patience": "finetune.patience",
+        "precision": "finetune.runtime.precision",
+    }
+
+    finetune: FinetuneConfig = field(default_factory=rung_finetune_defaults)
+    """The fine-tuning of each rung (its model is the rung; its seed runs over --seeds)."""
     seeds: int = 1
     """Fine-tuning seeds per rung (3 gives a spread)."""
-    epochs: float = 3.0
-    """Passes over the training split."""
-    batch_size: int = 16
-    """Examples per optimizer step."""
-    max_length: int = 128
-    """Longest model input in tokens."""
-    lr: float | None = 1e-3
-    """Peak learning rate (the default suits small models pretrained from scratch; none: by method)."""
-    patience: int | None = 3
-    """Early stopping patience in evaluations."""
     perturb: str = ""
     """Also evaluate robustness on perturbed test sets: comma list of casing, typos, entity-swap."""
     rungs: tuple[str, ...] = ()
@@ -60,35 +72,33 @@ class StudyFinetuneConfig(Config):
     """Fine-tuning runs at once (0: as for pretraining)."""
     threads: int = 0
     """torch threads per run (0: cores divided by workers)."""
-    precision: str = "bf16"
-    """bf16 or fp32."""
     in_process: bool = False
     """Run the fine-tunings one after another inside this process (no start-up cost)."""
 
     def validate(self) -> None:
         if self.seeds < 1:
             raise UserError("seeds must be >= 1")
-        if self.task.task is None and self.task.train_file is None:
+        task = self.finetune.task
+        if task.task is None and task.train_file is None:
             raise UserError("give a task: --task NAME (a built-in) or --task.train-file FILE")
-        if self.precision not in ("bf16", "fp32"):
-            raise UserError("precision must be bf16 or fp32")
 
     @property
     def key(self) -> str:
-        name = self.task.task or Path(str(self.task.train_file)).stem
-        return f"{name}__{self.method.method}"
+        """The directory of this task and method under ``STUDY/downstream/``."""
+        task = self.finetune.task
+        name = task.task or Path(str(task.train_file)).stem
+        return f"{name}__{self.finetune.method.method}"
 
 
 def run_dirs(study: Study, key: str, rung_id: str) -> list[Path]:
+    """The seed run directories of one rung under one task and method."""
     root = study.root / DOWNSTREAM / key / rung_id
     return sorted(p for p in root.glob("seed*") if p.is_dir()) if root.is_dir() else []
 
 
 def finetune_study(study: Study, cfg: StudyFinetuneConfig) -> dict[str, str]:
     """Fine-tune every finished rung (resumably); returns {run dir: status}."""
-    from scalelab.finetune.stage import FinetuneConfig
-    from scalelab.study.run import Job, RunConfig, resolve_parallelism, run_jobs
-    from scalelab.train.loop import RuntimeConfig
+    from scalelab.study.run import RunConfig, resolve_parallelism
 
     workers, threads = resolve_parallelism(
         RunConfig(workers=cfg.workers, threads=cfg.threads), study
@@ -105,49 +115,16 @@ def finetune_study(study: Study, cfg: StudyFinetuneConfig) -> dict[str, str]:
             continue
         for seed in range(cfg.seeds):
             run_dir = base / rung.id / f"seed{seed}"
-            summary = run_dir / "summary.json"
-            if (
-                summary.is_file()
-                and read_json(summary).get("status") == "completed"
-                and "test" in read_json(summary)
-            ):
+            if finetune_done(run_dir):
                 statuses[str(run_dir)] = "completed"
                 continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            ft = FinetuneConfig(
-                model=study.rung_dir(rung).resolve(),
-                task=cfg.task,
-                method=cfg.method,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                max_length=cfg.max_length,
-                lr=cfg.lr,
-                patience=cfg.patience,
-                seed=seed,
-                runtime=RuntimeConfig(precision=cfg.precision, progress=False, tensorboard=False),  # type: ignore[arg-type]
-            )
-            if not (run_dir / "config.yaml").is_file():
-                ft.to_yaml(run_dir / "finetune.yaml")
-            cmd = [
-                sys.executable,
-                "-m",
-                "scalelab",
-                "finetune",
-                str(run_dir.resolve()),
-                "--config",
-                str((run_dir / "finetune.yaml").resolve()),
-                "--runtime.threads",
-                str(threads),
-            ]
+            ft = cfg.finetune.replace(model=study.rung_dir(rung).resolve(), seed=seed)
+
+            def done(code: int, d: Path = run_dir) -> None:
+                statuses[str(d)] = "completed" if code == 0 else f"failed ({code})"
+
             jobs.append(
-                Job(
-                    f"{rung.id}/seed{seed}",
-                    cmd,
-                    run_dir / "train.log",
-                    lambda code, d=run_dir: statuses.__setitem__(
-                        str(d), "completed" if code == 0 else f"failed ({code})"
-                    ),
-                )
+                finetune_job(f"{rung.id}/seed{seed}", run_dir, ft, threads=threads, on_exit=done)
             )
     if jobs:
         print(
@@ -156,32 +133,37 @@ def finetune_study(study: Study, cfg: StudyFinetuneConfig) -> dict[str, str]:
         )
         run_jobs(jobs, workers=workers, threads=threads, in_process=cfg.in_process)
     if cfg.perturb:
-        robust: list[Job] = []
-        for d, status in statuses.items():
-            d = Path(d)
-            if status == "completed" and not (d / "robustness.json").is_file():
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "scalelab",
-                    "evaluate",
-                    str(d.resolve()),
-                    "--split",
-                    "test",
-                    "--perturb",
-                    cfg.perturb,
-                    "--out",
-                    str((d / "robustness.json").resolve()),
-                ]
-                robust.append(Job(f"{d}/robustness", cmd, d / "evaluate.log", lambda code: None))
-        if robust:
-            print(
-                f"robustness: evaluating {len(robust)} run(s) on perturbed test sets",
-                file=sys.stderr,
-            )
-            run_jobs(robust, workers=workers, threads=threads, in_process=cfg.in_process)
+        _robustness(statuses, cfg, workers=workers, threads=threads)
     study.write_results()
     return statuses
+
+
+def _robustness(
+    statuses: dict[str, str], cfg: StudyFinetuneConfig, *, workers: int, threads: int
+) -> None:
+    """Evaluate every finished run on perturbed test sets (``RUN/robustness.json``)."""
+    from scalelab.finetune.inference import evaluate_run
+
+    robust: list[Job] = []
+    for d, status in statuses.items():
+        d = Path(d)
+        out = d / "robustness.json"
+        if status != "completed" or out.is_file():
+            continue
+        cmd = scalelab_command(
+            "evaluate", str(d.resolve()), "--split", "test", "--perturb", cfg.perturb,
+            "--out", str(out.resolve()),
+        )  # fmt: skip
+
+        def call(d: Path = d, out: Path = out) -> None:
+            evaluate_run(d, split="test", perturb=cfg.perturb, rate=None, seed=0, out=out)
+
+        robust.append(Job(f"{d}/robustness", cmd, d / "evaluate.log", lambda code: None, call))
+    if robust:
+        print(
+            f"robustness: evaluating {len(robust)} run(s) on perturbed test sets", file=sys.stderr
+        )
+        run_jobs(robust, workers=workers, threads=threads, in_process=cfg.in_process)
 
 
 # ====================================================================== results
@@ -271,86 +253,122 @@ def fit_downstream(
     ``loss_fit`` is step 1 of the ladder: the study's own Chinchilla law of validation
     loss (fitted on every rung, not only the fine-tuned ones).
     """
-    from scalelab.laws import fit_ladder, fit_metric_power_law, predict_ladder, table_from_arrays
-
-    out: dict[str, Any] = {}
     rows = {r["rung"]: r for r in study.result_rows()}
-    for key in downstream_keys(study):
-        pts = []
-        for rung in study.rungs:
-            m = rung_metrics(study, key, rung.id)
-            r = rows.get(rung.id)
-            if m is None or r is None or r.get("final_val_loss") is None:
-                continue
-            pts.append(
-                {
-                    "rung": rung.id,
-                    "role": rung.role,
-                    "N": r["N"],
-                    "D": r["D"],
-                    "loss": r["final_val_loss"],
-                    **m,
-                }
-            )
-        fit_pts = [p for p in pts if p["role"] == "fit"]
-        res: dict[str, Any] = {"points": pts, "chance": _chance(study, key)}
-        if len(fit_pts) < 4:
-            res["error"] = (
-                f"{len(fit_pts)} fine-tuned fit rungs; the downstream fits need at least 4"
-            )
-            out[key] = res
+    return {
+        key: _fit_one_downstream(study, key, rows, loss_fit=loss_fit, n_boot=n_boot, seed=seed)
+        for key in downstream_keys(study)
+    }
+
+
+def _downstream_points(study: Study, key: str, rows: dict[str, dict]) -> list[dict[str, Any]]:
+    """Every rung with a fine-tuned metric and a pretraining loss: N, D, loss, metrics."""
+    pts = []
+    for rung in study.rungs:
+        m = rung_metrics(study, key, rung.id)
+        r = rows.get(rung.id)
+        if m is None or r is None or r.get("final_val_loss") is None:
             continue
-        n = np.array([p["N"] for p in fit_pts], float)
-        metric = np.array([p["test"] for p in fit_pts], float)
-        try:
-            pl = fit_metric_power_law(n, metric)
-            res["power_law"] = {"params": dict(pl.params), "ceiling": pl.ceiling}
-        except UserError as exc:
-            res["power_law"] = {"error": str(exc)}
-            pl = None
-        table = table_from_arrays(
-            loss=np.array([p["loss"] for p in fit_pts]),
-            N=n,
-            D=np.array([p["D"] for p in fit_pts], float),
-            name=key,
-        )
-        try:
-            ladder = fit_ladder(table, metric, chance=res["chance"], loss_fit=loss_fit)
-            res["ladder"] = {"params": dict(ladder.params)}
-        except UserError as exc:
-            res["ladder"] = {"error": str(exc)}
-            ladder = None
-        preds = []
-        for h in (p for p in pts if p["role"] == "holdout"):
-            entry: dict[str, Any] = {
-                "rung": h["rung"],
-                "N": h["N"],
-                "D": h["D"],
-                "actual": h["test"],
+        pts.append(
+            {
+                "rung": rung.id,
+                "role": rung.role,
+                "N": r["N"],
+                "D": r["D"],
+                "loss": r["final_val_loss"],
+                **m,
             }
-            if ladder is not None:
-                lp = predict_ladder(
-                    table,
-                    metric,
-                    h["N"],
-                    h["D"],
-                    chance=res["chance"],
-                    n_boot=n_boot,
-                    seed=seed,
-                    fit=ladder,
-                )
-                entry.update(
-                    ladder_estimate=lp.metric.estimate,
-                    ladder_lo=lp.metric.lo,
-                    ladder_hi=lp.metric.hi,
-                    ladder_level=lp.metric.level,
-                    ladder_error=lp.metric.estimate - h["test"],
-                    predicted_loss=lp.loss.estimate,
-                )
-            if pl is not None:
-                est = float(np.ravel(pl.predict(h["N"]))[0])
-                entry.update(power_law_estimate=est, power_law_error=est - h["test"])
-            preds.append(entry)
-        res["holdout"] = preds
-        out[key] = res
-    return out
+        )
+    return pts
+
+
+def _fit_one_downstream(
+    study: Study, key: str, rows: dict[str, dict], *, loss_fit: Any, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """The fits of one task and method (see :func:`fit_downstream`)."""
+    from scalelab.laws import fit_ladder, fit_metric_power_law, table_from_arrays
+
+    pts = _downstream_points(study, key, rows)
+    fit_pts = [p for p in pts if p["role"] == "fit"]
+    res: dict[str, Any] = {"points": pts, "chance": _chance(study, key)}
+    if len(fit_pts) < 4:
+        res["error"] = f"{len(fit_pts)} fine-tuned fit rungs; the downstream fits need at least 4"
+        return res
+    n = np.array([p["N"] for p in fit_pts], float)
+    metric = np.array([p["test"] for p in fit_pts], float)
+    try:
+        pl = fit_metric_power_law(n, metric)
+        res["power_law"] = {"params": dict(pl.params), "ceiling": pl.ceiling}
+    except UserError as exc:
+        res["power_law"] = {"error": str(exc)}
+        pl = None
+    table = table_from_arrays(
+        loss=np.array([p["loss"] for p in fit_pts]),
+        N=n,
+        D=np.array([p["D"] for p in fit_pts], float),
+        name=key,
+    )
+    try:
+        ladder = fit_ladder(table, metric, chance=res["chance"], loss_fit=loss_fit)
+        res["ladder"] = {"params": dict(ladder.params)}
+    except UserError as exc:
+        res["ladder"] = {"error": str(exc)}
+        ladder = None
+    fitted = {"table": table, "metric": metric, "ladder": ladder, "power_law": pl}
+    res["holdout"] = [
+        _downstream_holdout(h, fitted, chance=res["chance"], n_boot=n_boot, seed=seed)
+        for h in pts
+        if h["role"] == "holdout"
+    ]
+    return res
+
+
+def _downstream_holdout(
+    h: dict[str, Any], fitted: dict[str, Any], *, chance: float, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """A held-out rung's metric predicted by the ladder and the power law, with errors."""
+    from scalelab.laws import predict_ladder
+
+    entry: dict[str, Any] = {"rung": h["rung"], "N": h["N"], "D": h["D"], "actual": h["test"]}
+    if fitted["ladder"] is not None:
+        lp = predict_ladder(
+            fitted["table"],
+            fitted["metric"],
+            h["N"],
+            h["D"],
+            chance=chance,
+            n_boot=n_boot,
+            seed=seed,
+            fit=fitted["ladder"],
+        )
+        entry.update(
+            ladder_estimate=lp.metric.estimate,
+            ladder_lo=lp.metric.lo,
+            ladder_hi=lp.metric.hi,
+            ladder_level=lp.metric.level,
+            ladder_error=lp.metric.estimate - h["test"],
+            predicted_loss=lp.loss.estimate,
+        )
+    if fitted["power_law"] is not None:
+        est = float(np.ravel(fitted["power_law"].predict(h["N"]))[0])
+        entry.update(power_law_estimate=est, power_law_error=est - h["test"])
+    return entry
+
+
+def finetune_and_fit(study: Study, cfg: Any) -> int:
+    """Fine-tune every rung (``scalelab study finetune``), refit with the downstream laws,
+    re-render the report; 1 if a fine-tuning run failed."""
+    from scalelab.study.fit import StudyFitConfig, describe_fit, fit_and_report
+
+    statuses = finetune_study(study, cfg)
+    # results.csv carries the downstream metrics: the fits are redone when they changed.
+    summary = fit_and_report(study, StudyFitConfig())
+    if summary is not None:
+        print(describe_fit(summary))
+    failed = [k for k, v in statuses.items() if v != "completed"]
+    if failed:
+        print(
+            f"scalelab: {len(failed)} fine-tuning run(s) failed: see their train.log",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -14,8 +14,10 @@ and states the error. Everything is written under ``STUDY/fits/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +72,7 @@ def _table(rows: list[dict], loss: str, convention: str):
     cols = {k: [r.get(k) for r in rows] for k in ("rung", "N", "D", "budget", loss)}
     cols["C"] = [r[f"C_{convention}"] for r in rows]
     # C follows the plan's convention; with 6n_kaplan it is exactly 6 N D.
-    fpnd = "6nd" if convention == "6n_kaplan" else "none"
+    fpnd = "6n_kaplan" if convention == "6n_kaplan" else "none"
     extra = ["rung"] + (["budget"] if all(b not in (None, "") for b in cols["budget"]) else [])
     return load_table(
         cols, n="N", d="D", c="C", loss=loss, extra=extra, flops_convention=fpnd, name="results"
@@ -95,17 +97,7 @@ def _near_frontier(rows: list[dict], cfg: StudyFitConfig) -> list[dict]:
 
 def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
     """Fit the study's laws; write ``fits/*.json``; return the summary dict."""
-    from scalelab.laws import (
-        bootstrap,
-        fit_chinchilla,
-        fit_envelope,
-        fit_isoflop,
-        hoffmann_grid,
-        load_table,
-        prediction_intervals,
-        save_fit,
-        small_grid,
-    )
+    from scalelab.laws import save_fit
 
     fit_rows, holdout_rows = _rows(study, cfg.loss)
     if len(fit_rows) < 6:
@@ -118,6 +110,38 @@ def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
     fits_dir = study.root / "fits"
     near = _near_frontier(fit_rows, cfg) if study.plan.design == "isoflop" else fit_rows
     out: dict[str, Any] = {"loss": cfg.loss, "n_fit": len(near), "flops_convention": conv}
+    chin, all_rungs = _fit_approach3(out, table, fit_rows, holdout_rows, near, cfg, conv)
+    save_fit(chin, fits_dir / "chinchilla.json")
+    out["holdout"] = [
+        _holdout_check(r, chin, all_rungs, fit_rows, cfg.loss, conv) for r in holdout_rows
+    ]
+    if study.plan.design == "isoflop" and "budget" in (table.extra or {}):
+        out["isoflop"] = _fit_approach2(table, fits_dir)
+    envelope = _fit_approach1(fit_rows, fits_dir)
+    if envelope is not None:
+        out["envelope"] = envelope
+    from scalelab.study.downstream import downstream_keys, fit_downstream
+
+    if downstream_keys(study):
+        out["downstream"] = fit_downstream(
+            study, n_boot=min(cfg.bootstrap, 500) or 200, seed=cfg.seed
+        )
+    atomic_write_json(fits_dir / "summary.json", out)
+    return out
+
+
+def _fit_approach3(
+    out: dict[str, Any],
+    table: Any,
+    fit_rows: list[dict],
+    holdout_rows: list[dict],
+    near: list[dict],
+    cfg: StudyFitConfig,
+    conv: str,
+) -> tuple[Any, Any]:
+    """Approach 3 on the near-frontier rungs (with a bootstrap), and on every rung when the
+    band left some out; records both in ``out``; returns ``(law, every-rung law or None)``."""
+    from scalelab.laws import bootstrap, fit_chinchilla, hoffmann_grid, small_grid
 
     grid = hoffmann_grid() if cfg.grid == "hoffmann" else small_grid()
     all_rungs = None
@@ -152,83 +176,155 @@ def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
         "frontier_band": cfg.frontier_band if all_rungs is not None else None,
         "excluded": sorted({r["rung"] for r in fit_rows} - {r["rung"] for r in near}),
     }
-    save_fit(chin, fits_dir / "chinchilla.json")
+    return chin, all_rungs
 
-    # Held-out rungs: predicted by the law fitted without them.
-    checks = []
-    for r in holdout_rows:
-        pred: dict[str, Any] = {"estimate": float(np.ravel(chin.predict(N=r["N"], D=r["D"]))[0])}
-        if chin.bootstrap is not None:
-            iv = prediction_intervals(chin, N=[r["N"]], D=[r["D"]])
-            pred.update(pred_lo=float(iv["pred_lo"][0]), pred_hi=float(iv["pred_hi"][0]))
-        actual = float(r[cfg.loss])
-        pred.update(
-            rung=r["rung"],
-            N=r["N"],
-            D=r["D"],
-            C=r[f"C_{conv}"],
-            actual=actual,
-            rel_error=(pred["estimate"] - actual) / actual,
-            inside_interval=("pred_lo" in pred and pred["pred_lo"] <= actual <= pred["pred_hi"]),
-            extrapolation_decades=math.log10(
-                r[f"C_{conv}"] / max(x[f"C_{conv}"] for x in fit_rows)
-            ),
-        )
-        if all_rungs is not None:
-            est = float(np.ravel(all_rungs.predict(N=r["N"], D=r["D"]))[0])
-            pred.update(estimate_all=est, rel_error_all=(est - actual) / actual)
-        checks.append(pred)
-    out["holdout"] = checks
 
-    if study.plan.design == "isoflop" and "budget" in (table.extra or {}):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                iso = fit_isoflop(table, budget="budget")
-            except UserError as exc:
-                out["isoflop"] = {"error": str(exc)}
-            else:
-                save_fit(iso, fits_dir / "isoflop.json")
-                out["isoflop"] = {
-                    "a": iso.a,
-                    "b": iso.b,
-                    "warnings": list(iso.warnings) + [str(w.message) for w in caught],
-                }
+def _holdout_check(
+    r: dict, chin: Any, all_rungs: Any, fit_rows: list[dict], loss: str, conv: str
+) -> dict[str, Any]:
+    """A held-out rung predicted by the law fitted without it: estimate, interval, error."""
+    from scalelab.laws import prediction_intervals
+
+    pred: dict[str, Any] = {"estimate": float(np.ravel(chin.predict(N=r["N"], D=r["D"]))[0])}
+    if chin.bootstrap is not None:
+        iv = prediction_intervals(chin, N=[r["N"]], D=[r["D"]])
+        pred.update(pred_lo=float(iv["pred_lo"][0]), pred_hi=float(iv["pred_hi"][0]))
+    actual = float(r[loss])
+    pred.update(
+        rung=r["rung"],
+        N=r["N"],
+        D=r["D"],
+        C=r[f"C_{conv}"],
+        actual=actual,
+        rel_error=(pred["estimate"] - actual) / actual,
+        inside_interval=("pred_lo" in pred and pred["pred_lo"] <= actual <= pred["pred_hi"]),
+        extrapolation_decades=math.log10(r[f"C_{conv}"] / max(x[f"C_{conv}"] for x in fit_rows)),
+    )
+    if all_rungs is not None:
+        est = float(np.ravel(all_rungs.predict(N=r["N"], D=r["D"]))[0])
+        pred.update(estimate_all=est, rel_error_all=(est - actual) / actual)
+    return pred
+
+
+def _fit_approach2(table: Any, fits_dir: Any) -> dict[str, Any]:
+    """IsoFLOP parabolas per compute level (Approach 2)."""
+    from scalelab.laws import fit_isoflop, save_fit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            iso = fit_isoflop(table, budget="budget")
+        except UserError as exc:
+            return {"error": str(exc)}
+        save_fit(iso, fits_dir / "isoflop.json")
+        return {
+            "a": iso.a,
+            "b": iso.b,
+            "warnings": list(iso.warnings) + [str(w.message) for w in caught],
+        }
+
+
+def _fit_approach1(fit_rows: list[dict], fits_dir: Any) -> dict[str, Any] | None:
+    """The envelope of the rungs' validation curves (Approach 1); None without curves."""
+    from scalelab.laws import fit_envelope, load_table, save_fit
 
     curve_rows = []
     for r in fit_rows:
         for tokens, loss in json.loads(r["curve"]):
             if tokens > 0:
                 curve_rows.append({"rung": r["rung"], "N": r["N"], "D": tokens, "loss": loss})
-    if len({c["rung"] for c in curve_rows}) >= 2:
-        curves = load_table(
-            curve_rows,
-            n="N",
-            d="D",
-            loss="loss",
-            group="rung",
-            flops_convention="6nd",
-            name="curves",
-        )
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            try:
-                env = fit_envelope(curves)
-            except UserError as exc:
-                out["envelope"] = {"error": str(exc)}
-            else:
-                save_fit(env, fits_dir / "envelope.json")
-                out["envelope"] = {"a": env.n_opt_law.exponent, "b": env.d_opt_law.exponent}
-    from scalelab.study.downstream import downstream_keys, fit_downstream
-
-    if downstream_keys(study):
-        out["downstream"] = fit_downstream(
-            study, n_boot=min(cfg.bootstrap, 500) or 200, seed=cfg.seed
-        )
-    atomic_write_json(fits_dir / "summary.json", out)
-    return out
+    if len({c["rung"] for c in curve_rows}) < 2:
+        return None
+    curves = load_table(
+        curve_rows,
+        n="N",
+        d="D",
+        loss="loss",
+        group="rung",
+        flops_convention="6n_kaplan",
+        name="curves",
+    )
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        try:
+            env = fit_envelope(curves)
+        except UserError as exc:
+            return {"error": str(exc)}
+        save_fit(env, fits_dir / "envelope.json")
+        return {"a": env.n_opt_law.exponent, "b": env.d_opt_law.exponent}
 
 
 def load_fit_summary(study: Study) -> dict[str, Any] | None:
     path = study.root / "fits" / "summary.json"
     return read_json(path) if path.is_file() else None
+
+
+def results_hash(study: Study) -> str:
+    """Content hash of results.csv (the fits are redone when it changes)."""
+    path = study.root / "results.csv"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
+
+
+def fit_and_report(study: Study, fit_cfg: Any, *, force_fit: bool = False) -> dict[str, Any] | None:
+    """Fit (unless the fits already match the current results) and render the report."""
+    from scalelab.study.report.study_report import build_report
+
+    study.write_results()
+    summary = load_fit_summary(study)
+    current = results_hash(study)
+    if force_fit or summary is None or summary.get("results_hash") != current:
+        try:
+            summary = fit_study(study, fit_cfg)
+        except UserError as exc:
+            print(f"scalelab: not fitted yet: {exc}", file=sys.stderr)
+            summary = None
+        else:
+            summary["results_hash"] = current
+            from scalelab.utils.io import atomic_write_json
+
+            atomic_write_json(study.root / "fits" / "summary.json", summary)
+    html, md = build_report(study)
+    print(f"report: {html} (and {md.name})")
+    return summary
+
+
+def describe_fit(summary: dict[str, Any]) -> str:
+    """The fit summary in a few lines (what ``scalelab study fit`` prints)."""
+    p = summary["chinchilla"]["params"]
+    lines = [
+        f"Approach 3: L(N, D) = {p['E']:.4f} + {p['A']:.4g}/N^{p['alpha']:.4f} + {p['B']:.4g}/D^{p['beta']:.4f}"
+        f"  (rmse(log) {summary['chinchilla']['rmse_log']:.4f}, {'converged' if summary['chinchilla']['converged'] else 'NOT CONVERGED'})",
+        f"  compute-optimal N ∝ C^{summary['chinchilla']['a']:.3f}, D ∝ C^{summary['chinchilla']['b']:.3f}",
+    ]
+    if summary["chinchilla"].get("excluded"):
+        lines.append(
+            f"  fitted on {summary['n_fit']} rungs within {100 * summary['chinchilla']['frontier_band']:.0f}% "
+            f"of their compute level's best loss (left out: {', '.join(summary['chinchilla']['excluded'])})"
+        )
+    for key, name in (("isoflop", "Approach 2 (IsoFLOP)"), ("envelope", "Approach 1 (envelope)")):
+        if "a" in summary.get(key, {}):
+            lines.append(
+                f"{name}: N_opt ∝ C^{summary[key]['a']:.3f}, D_opt ∝ C^{summary[key]['b']:.3f}"
+            )
+    for c in summary.get("holdout", []):
+        pi = f" [{c['pred_lo']:.4f}, {c['pred_hi']:.4f}]" if "pred_lo" in c else ""
+        lines.append(
+            f"held out {c['rung']}: predicted {c['estimate']:.4f}{pi}, measured {c['actual']:.4f}, "
+            f"error {100 * c['rel_error']:+.2f}%"
+        )
+        if "estimate_all" in c:
+            lines.append(
+                f"  (law fitted on every rung: predicted {c['estimate_all']:.4f}, "
+                f"error {100 * c['rel_error_all']:+.2f}%)"
+            )
+    for key, res in summary.get("downstream", {}).items():
+        for h in res.get("holdout", []):
+            if "ladder_estimate" in h:
+                lines.append(
+                    f"downstream {key}, held out {h['rung']}: ladder predicted {h['ladder_estimate']:.4f} "
+                    f"[{h['ladder_lo']:.4f}, {h['ladder_hi']:.4f}], measured {h['actual']:.4f} "
+                    f"(error {h['ladder_error']:+.4f})"
+                )
+        if "error" in res:
+            lines.append(f"downstream {key}: {res['error']}")
+    return "\n".join(lines)

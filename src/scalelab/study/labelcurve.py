@@ -12,29 +12,45 @@ Results go to ``OUT/labelcurve.json`` and ``OUT/report.html``. Put OUT under
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.finetune.methods import MethodConfig
-from scalelab.finetune.tasks import TaskConfig
+from scalelab.finetune.finetune import FinetuneConfig
+from scalelab.study.jobs import Job, finetune_done, finetune_job, resolve_parallelism, run_jobs
 from scalelab.utils.io import atomic_write_json, read_json
+
+
+def curve_finetune_defaults() -> FinetuneConfig:
+    """Each point's fine-tuning unless told otherwise: the stage's defaults (peak lr by
+    method), without progress bars or TensorBoard events (many short runs, each logged)."""
+    base = FinetuneConfig()
+    return base.replace(runtime=base.runtime.replace(progress=False, tensorboard=False))
 
 
 @dataclass(kw_only=True)
 class LabelCurveConfig(Config):
     """A label-efficiency curve: methods x training-set fractions x seeds."""
 
-    model: Path
-    """A scalelab run directory or a local Hugging Face checkpoint directory."""
-    task: TaskConfig = field(default_factory=TaskConfig)
-    """The task (built-in name or files)."""
+    # Before 0.2 the fine-tuning fields were copied here; they now live in `finetune`.
+    renamed: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "model": "finetune.model",
+        "task": "finetune.task",
+        "epochs": "finetune.epochs",
+        "batch_size": "finetune.batch_size",
+        "max_length": "finetune.max_length",
+        "lr": "finetune.optim.lr",
+        "precision": "finetune.runtime.precision",
+    }
+
+    finetune: FinetuneConfig = field(default_factory=curve_finetune_defaults)
+    """The fine-tuning of every point (the model, the task, the method's settings); each
+    point sets the method, the training fraction, the seed and, for small subsets, epochs."""
     methods: tuple[str, ...] = ("full", "lora")
     """Fine-tuning methods to compare."""
     fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -43,22 +59,13 @@ class LabelCurveConfig(Config):
     """Seeds per point (the subset stays nested; the seed varies init and order)."""
     target: float | None = None
     """Metric to reach: report how many labels each method needs for it."""
-    epochs: float = 3.0
-    """Passes over the (sub)set; small subsets get more, see min_steps."""
     min_steps: int = 60
-    """At least this many optimizer steps per run, so tiny subsets are trained enough."""
-    batch_size: int = 16
-    """Examples per optimizer step."""
-    max_length: int = 128
-    """Longest model input in tokens."""
-    lr: float | None = None
-    """Peak learning rate (none: the method's default)."""
+    """At least this many optimizer steps per run, so tiny subsets are trained enough
+    (a subset gets max(finetune.epochs, min_steps x batch / examples) epochs)."""
     workers: int = 0
     """Runs at once (0: 2 on a CPU machine with >= 2 cores)."""
     threads: int = 0
     """torch threads per run (0: cores divided by workers)."""
-    precision: str = "bf16"
-    """bf16 or fp32."""
     in_process: bool = False
     """Run the fine-tunings one after another inside this process (no start-up cost)."""
 
@@ -69,10 +76,12 @@ class LabelCurveConfig(Config):
             raise UserError("fractions must be in (0, 1]")
         if len(set(self.fractions)) < 3:
             raise UserError("a label curve needs at least 3 distinct fractions")
-        for m in self.methods:
-            MethodConfig(method=m)  # type: ignore[arg-type]
-        if self.task.task is None and self.task.train_file is None:
-            raise UserError("give a task: --task NAME (a built-in) or --task.train-file FILE")
+        from scalelab.finetune.methods import METHODS
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise UserError(f"unknown method(s) {', '.join(unknown)}: use {', '.join(METHODS)}")
+        self.finetune.check_runnable()
 
 
 def _run_dir(out: Path, method: str, frac: float, seed: int) -> Path:
@@ -80,67 +89,33 @@ def _run_dir(out: Path, method: str, frac: float, seed: int) -> Path:
 
 
 def label_curve(cfg: LabelCurveConfig, out: Path) -> dict[str, Any]:
-    from scalelab.finetune.stage import FinetuneConfig
-    from scalelab.study.run import Job, run_jobs
-    from scalelab.train.loop import RuntimeConfig
-
+    """Fine-tune every (method, fraction, seed) point resumably, then fit and report."""
     out = Path(out)
-    task = cfg.task.load_task()
+    task = cfg.finetune.task.load_task()
     n_train = len(task.train)
-    cores = os.cpu_count() or 1
-    workers = cfg.workers or (2 if cores >= 2 else 1)
-    threads = cfg.threads or max(1, cores // workers)
+    workers, threads = resolve_parallelism(cfg.workers, cfg.threads, cpu=True)
     jobs: list[Job] = []
     status: dict[str, int] = {}
+    base = cfg.finetune.replace(model=Path(cfg.finetune.model).resolve())
     for method in cfg.methods:
         for frac in sorted(cfg.fractions):
             n = max(1, round(frac * n_train))
-            epochs = max(cfg.epochs, cfg.min_steps * cfg.batch_size / n)
+            epochs = max(base.epochs, cfg.min_steps * base.batch_size / n)
             for seed in range(cfg.seeds):
                 d = _run_dir(out, method, frac, seed)
-                s = d / "summary.json"
-                if (
-                    s.is_file()
-                    and read_json(s).get("status") == "completed"
-                    and "test" in read_json(s)
-                ):
+                if finetune_done(d):
                     continue
-                d.mkdir(parents=True, exist_ok=True)
-                ft = FinetuneConfig(
-                    model=Path(cfg.model).resolve(),
-                    task=cfg.task,
-                    method=MethodConfig(method=method),  # type: ignore[arg-type]
+                ft = base.replace(
+                    method=base.method.replace(method=method),
                     epochs=epochs,
-                    batch_size=cfg.batch_size,
-                    max_length=cfg.max_length,
-                    lr=cfg.lr,
                     train_fraction=frac,
                     seed=seed,
-                    runtime=RuntimeConfig(
-                        precision=cfg.precision, progress=False, tensorboard=False
-                    ),  # type: ignore[arg-type]
                 )
-                if not (d / "config.yaml").is_file():
-                    ft.to_yaml(d / "finetune.yaml")
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "scalelab",
-                    "finetune",
-                    str(d.resolve()),
-                    "--config",
-                    str((d / "finetune.yaml").resolve()),
-                    "--runtime.threads",
-                    str(threads),
-                ]
-                jobs.append(
-                    Job(
-                        str(d),
-                        cmd,
-                        d / "train.log",
-                        lambda code, d=d: status.__setitem__(str(d), code),
-                    )
-                )
+
+                def done(code: int, d: Path = d) -> None:
+                    status[str(d)] = code
+
+                jobs.append(finetune_job(str(d), d, ft, threads=threads, on_exit=done))
     if jobs:
         print(f"label curve: {len(jobs)} fine-tuning run(s), {workers} at a time", file=sys.stderr)
         run_jobs(jobs, workers=workers, threads=threads, in_process=cfg.in_process)
@@ -156,8 +131,8 @@ def collect(cfg: LabelCurveConfig, out: Path, n_train: int) -> dict[str, Any]:
     from scalelab.laws import label_efficiency
 
     data: dict[str, Any] = {
-        "task": cfg.task.task or str(cfg.task.train_file),
-        "model": str(cfg.model),
+        "task": cfg.finetune.task.task or str(cfg.finetune.task.train_file),
+        "model": str(cfg.finetune.model),
         "target": cfg.target,
         "methods": {},
     }
@@ -203,10 +178,10 @@ def collect(cfg: LabelCurveConfig, out: Path, n_train: int) -> dict[str, Any]:
                     }
         data["methods"][method] = res
     atomic_write_json(out / "labelcurve.json", data)
-    from scalelab.report.downstream_plots import label_curve_rows, plot_label_curve
-    from scalelab.report.html import Report
+    from scalelab.study.report.downstream_plots import label_curve_rows, plot_label_curve
+    from scalelab.study.report.html import Report
 
-    rep = Report(f"Label efficiency: {data['task']}", subtitle=f"model {cfg.model}")
+    rep = Report(f"Label efficiency: {data['task']}", subtitle=f"model {cfg.finetune.model}")
     rep.figure(
         plot_label_curve(data),
         "labelcurve",

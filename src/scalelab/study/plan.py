@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -91,6 +93,13 @@ class PlanConfig(Config):
     policy: HyperPolicy = field(default_factory=HyperPolicy)
     """Learning rate and batch size as functions of each rung's compute."""
 
+    def __post_init__(self) -> None:
+        from scalelab.models.accounting import canonical_convention
+
+        # One spelling everywhere: an alias (6nd, 6n, kaplan, appendix_f) is stored canonical.
+        self.flops_convention = canonical_convention(self.flops_convention)
+        super().__post_init__()
+
     def validate(self) -> None:
         if self.budget_flops is not None and not self.budget_flops > 0:
             raise UserError(f"budget_flops must be positive, got {self.budget_flops}")
@@ -144,7 +153,7 @@ class Rung:
         """The full pretraining config of this rung."""
         from scalelab.models.config import ModelConfig
 
-        model = ModelConfig(arch=base.arch, max_seq_len=base.seq_len, **self.shape)
+        model = ModelConfig.from_shape(self.shape, arch=base.arch, max_seq_len=base.seq_len)
         optim = base.optim.replace(lr=self.lr)
         return base.replace(
             size=None,
@@ -162,14 +171,8 @@ def _model_cfg(cfg: PlanConfig, n_target: float, vocab_size: int):
 
     base = cfg.base
     shape = shape_for_params(n_target, arch=base.arch, aspect_ratio=cfg.aspect_ratio)
-    return ModelConfig(
-        arch=base.arch,
-        n_layer=shape.n_layer,
-        d_model=shape.d_model,
-        n_head=shape.n_head,
-        d_ff=shape.d_ff,
-        vocab_size=vocab_size,
-        max_seq_len=base.seq_len,
+    return ModelConfig.from_shape(
+        shape, arch=base.arch, vocab_size=vocab_size, max_seq_len=base.seq_len
     ).resolved()
 
 
@@ -198,7 +201,7 @@ def _rung(
         role=role,  # type: ignore[arg-type]
         budget=budget,
         n_target=float(n_target),
-        shape={k: getattr(mcfg, k) for k in ("n_layer", "d_model", "n_head", "d_ff")},
+        shape=mcfg.shape(),
         params=counts.to_dict(),
         tokens=int(tokens),
         batch_tokens=int(batch),
@@ -318,3 +321,111 @@ def with_estimates(rungs: list[Rung], probe: dict[str, Any] | None) -> list[Rung
     from scalelab.study.probe import estimate_seconds
 
     return [dataclasses.replace(r, est_seconds=estimate_seconds(r, probe)) for r in rungs]
+
+
+# ====================================================================== the plan stage
+
+
+def _vocab_size(plan: PlanConfig) -> int:
+    if plan.base.dataset:
+        from scalelab.data.prepare import open_dataset
+
+        return open_dataset(plan.base.dataset).vocab_size
+    return plan.base.data.vocab_size
+
+
+def _probe_for(plan: PlanConfig, rungs: list[Rung], vocab: int, threads: int) -> dict[str, Any]:
+    from scalelab.models.config import ModelConfig
+    from scalelab.study.probe import probe_throughput
+
+    widths = sorted({r.shape["d_model"] for r in rungs})
+    pick = sorted({widths[0], widths[len(widths) // 2], widths[-1]})
+    cfgs = []
+    for w in pick:
+        shape = next(r.shape for r in rungs if r.shape["d_model"] == w)
+        cfgs.append(
+            ModelConfig.from_shape(
+                shape, arch=plan.base.arch, vocab_size=vocab, max_seq_len=plan.base.seq_len
+            )
+        )
+    batch = min(r.batch_tokens for r in rungs)
+    print(f"probing training throughput at widths {', '.join(map(str, pick))} ...", file=sys.stderr)
+    return probe_throughput(
+        cfgs,
+        seq_len=plan.base.seq_len,
+        batch_tokens=batch,
+        precision=plan.base.runtime.precision,
+        threads=threads,
+    )
+
+
+def make_plan(
+    plan: PlanConfig, *, probe: bool, workers: int = 0
+) -> tuple[list[Rung], dict[str, Any]]:
+    """Rungs of ``plan`` with estimated times; a wall-clock budget is converted with the probe."""
+    from scalelab.study.jobs import cpu_only, resolve_parallelism
+
+    vocab = _vocab_size(plan)
+    n_workers, threads = resolve_parallelism(workers, 0, cpu=cpu_only(plan.base.runtime.device))
+    facts: dict[str, Any] = {"vocab_size": vocab, "workers": n_workers, "threads": threads}
+    budget = plan.budget_flops
+    if plan.budget_hours is not None:
+        # Time is nearly proportional to compute at a fixed design: rescale a guess a few times.
+        target_s = plan.budget_hours * 3600 * n_workers
+        budget = budget or 1e14
+        probe_result = None
+        for _ in range(4):
+            rungs = plan_rungs(plan, vocab_size=vocab, budget_flops=budget)
+            if probe_result is None:
+                probe_result = _probe_for(plan, rungs, vocab, threads)
+            est = sum(r.est_seconds or 0 for r in with_estimates(rungs, probe_result))
+            budget *= target_s / est
+        facts["probe"] = probe_result
+        facts["budget_flops"] = budget
+        return with_estimates(
+            plan_rungs(plan, vocab_size=vocab, budget_flops=budget), probe_result
+        ), facts
+    rungs = plan_rungs(plan, vocab_size=vocab, budget_flops=budget)
+    if probe:
+        facts["probe"] = _probe_for(plan, rungs, vocab, threads)
+        rungs = with_estimates(rungs, facts["probe"])
+    facts["budget_flops"] = budget
+    return rungs, facts
+
+
+def plan_table(rungs: list[Rung], convention: str) -> str:
+    """The rungs as a text table (what ``scalelab plan`` prints)."""
+    head = f"{'rung':<10}{'role':<8}{'N':>11}{'shape':>10}{'D':>12}{'D/N':>7}{'C':>10}{'lr':>9}{'batch':>7}{'est':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rungs:
+        est = f"{r.est_seconds:.0f}s" if r.est_seconds else "–"
+        lines.append(
+            f"{r.id:<10}{r.role:<8}{r.N:>11,}{r.shape['n_layer']:>4}x{r.shape['d_model']:<5}{r.tokens:>12,}"
+            f"{r.tokens / r.N:>7.1f}{r.flops[convention]:>10.2e}{r.lr:>9.2e}{r.batch_tokens:>7}{est:>8}"
+        )
+    total_c = sum(r.flops[convention] for r in rungs)
+    est = [r.est_seconds for r in rungs if r.est_seconds]
+    lines.append(
+        f"{len(rungs)} rungs, {total_c:.3e} FLOPs ({convention})"
+        + (f", {sum(est):.0f} s of training" if est else "")
+    )
+    return "\n".join(lines)
+
+
+def plan_study(
+    plan: PlanConfig, out: Path | None, *, dry_run: bool, probe: bool, workers: int = 0
+) -> Any:
+    """The ``scalelab plan`` stage: print the rungs; unless ``dry_run``, write the study."""
+    if not dry_run and out is None:
+        raise UserError("give the study directory with --out (or use --dry-run)")
+    rungs, facts = make_plan(plan, probe=probe, workers=workers)
+    print(plan_table(rungs, plan.flops_convention))
+    if dry_run:
+        return None
+    from scalelab.study.study import Study
+
+    study = Study.create(Path(out), plan, rungs, facts)
+    print(
+        f"study written to {study.root / 'study.yaml'}; run it with: scalelab study run {study.root}"
+    )
+    return study

@@ -22,12 +22,12 @@ from scalelab.data.config import DataConfig
 from scalelab.errors import UserError
 from scalelab.finetune.methods import MethodConfig
 from scalelab.finetune.tasks import TaskConfig
-from scalelab.study.downstream import StudyFinetuneConfig
+from scalelab.study.downstream import StudyFinetuneConfig, rung_finetune_defaults
 from scalelab.study.fit import StudyFitConfig
 from scalelab.study.plan import PlanConfig
 from scalelab.study.policy import HyperPolicy
 from scalelab.study.run import RunConfig
-from scalelab.train.loop import RuntimeConfig
+from scalelab.train.config import RuntimeConfig
 from scalelab.train.pretrain import PretrainConfig
 
 
@@ -112,17 +112,19 @@ def downstream(name: str) -> StudyFinetuneConfig | None:
     # wiki-topics: 11-way topic classification of Wikipedia lead sections (the pretraining
     # corpus includes the same articles' text, without labels). On a CPU 2,000 training
     # examples keep the step to minutes; full fine-tuning, as the models are small.
+    rung = rung_finetune_defaults()
+    task = TaskConfig(task="wiki-topics", max_examples=2000 if name == "medium" else None)
     return StudyFinetuneConfig(
-        task=TaskConfig(task="wiki-topics", max_examples=2000 if name == "medium" else None),
-        method=MethodConfig(method="full"),
-        epochs=3.0,
-        max_length=128,
+        finetune=rung.replace(
+            task=task, method=MethodConfig(method="full"), epochs=3.0, max_length=128
+        )
     )
 
 
 def run_demo(name: str = "default", *, out: Path | None = None, workers: int = 0) -> int:
     """Plan (once), run, fit and report a preset study."""
-    from scalelab.study.stages import make_plan, run_and_fit
+    from scalelab.study.plan import make_plan
+    from scalelab.study.run import run_and_fit
     from scalelab.study.study import Study
 
     out = (
@@ -144,6 +146,6 @@ def run_demo(name: str = "default", *, out: Path | None = None, workers: int = 0
     ft = downstream(name)
     if ft is None or code != 0:
         return code
-    from scalelab.study.stages import finetune_and_fit
+    from scalelab.study.downstream import finetune_and_fit
 
     return finetune_and_fit(study, dataclasses.replace(ft, workers=workers))

@@ -19,12 +19,9 @@ rebuilt after every rung.
 
 from __future__ import annotations
 
-import os
 import shlex
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +30,8 @@ from typing import Any, Literal
 
 from scalelab.config import Config
 from scalelab.errors import UserError
+from scalelab.study import jobs
+from scalelab.study.jobs import Job, child_env, run_jobs
 from scalelab.study.plan import Rung
 from scalelab.study.study import Study
 from scalelab.utils.io import atomic_write_json, read_json
@@ -68,28 +67,18 @@ class RunConfig(Config):
             raise UserError("workers and threads must be >= 0, nproc_per_node >= 1")
 
 
-def _device_is_cpu(study: Study) -> bool:
-    device = study.plan.base.runtime.device
-    if device == "cpu":
-        return True
-    try:
-        import torch
-
-        return not torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return True
-
-
 def resolve_parallelism(cfg: RunConfig, study: Study) -> tuple[int, int]:
-    cores = os.cpu_count() or 1
-    workers = cfg.workers or (
-        2 if cfg.executor != "torchrun" and _device_is_cpu(study) and cores >= 2 else 1
+    """``(workers, threads)`` for the study's rungs (see :func:`jobs.resolve_parallelism`)."""
+    return jobs.resolve_parallelism(
+        cfg.workers,
+        cfg.threads,
+        cpu=jobs.cpu_only(study.plan.base.runtime.device),
+        single=cfg.executor == "torchrun",
     )
-    threads = cfg.threads or max(1, cores // workers)
-    return workers, threads
 
 
 def rung_command(study: Study, rung: Rung, cfg: RunConfig, threads: int) -> list[str]:
+    """The command line that trains ``rung`` (its config is ``RUN/rung.yaml``)."""
     run_dir = study.rung_dir(rung).resolve()
     tail = [
         "-m", "scalelab", "pretrain", str(run_dir), "--config", str(run_dir / "rung.yaml"),
@@ -108,17 +97,6 @@ def rung_command(study: Study, rung: Rung, cfg: RunConfig, threads: int) -> list
             launcher.append("--standalone")
         return launcher + extra + tail
     return [sys.executable, *tail]
-
-
-def _child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS=str(threads),
-        OMP_WAIT_POLICY=env.get("OMP_WAIT_POLICY", "PASSIVE"),
-        SCALELAB_STOP_WITH_PARENT="1",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def _mark_failed(study: Study, rung: Rung, code: int) -> None:
@@ -221,103 +199,6 @@ def run_study(study: Study, cfg: RunConfig) -> dict[str, str]:
     return {r.id: study.rung_status(r) for r in study.rungs}
 
 
-@dataclass
-class Job:
-    """One subprocess to run: a rung's pretraining, or a fine-tuning of a rung."""
-
-    name: str
-    cmd: list[str]
-    log: Path
-    on_exit: Callable[[int], None]
-
-
-def _run_in_process(jobs: list[Job]) -> None:
-    """Run ``scalelab`` jobs one after another inside this process (output to their logs)."""
-    import contextlib
-
-    from scalelab.cli import main
-
-    for job in jobs:
-        assert job.cmd[1:3] == ["-m", "scalelab"], job.cmd
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            open(job.log, "a") as log,
-            contextlib.redirect_stdout(log),
-            contextlib.redirect_stderr(log),
-        ):
-            code = main(job.cmd[3:])
-        if code == 130:
-            raise KeyboardInterrupt
-        job.on_exit(code)
-
-
-def run_jobs(
-    jobs: list[Job],
-    *,
-    workers: int,
-    threads: int,
-    on_tick: Callable[[], None] = lambda: None,
-    in_process: bool = False,
-) -> None:
-    """Run ``jobs`` in order, ``workers`` at a time, each a subprocess with ``threads`` threads.
-
-    Ctrl-C (or SIGTERM turned into KeyboardInterrupt) asks every running job to checkpoint
-    and stop (SIGTERM), waits for them, and re-raises. ``in_process`` runs them one after
-    another in this process instead (no start-up cost; for tests and notebooks).
-    """
-    if in_process:
-        _run_in_process(jobs)
-        return
-    queue = list(jobs)
-    lock = threading.Lock()
-    procs: dict[str, subprocess.Popen] = {}
-    stopping = threading.Event()
-
-    def worker() -> None:
-        while not stopping.is_set():
-            with lock:
-                if not queue:
-                    return
-                job = queue.pop(0)
-            job.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(job.log, "ab") as log:
-                proc = subprocess.Popen(
-                    job.cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=_child_env(threads),
-                    start_new_session=True,  # our Ctrl-C is forwarded explicitly, once
-                )
-                with lock:
-                    procs[job.name] = proc
-                code = proc.wait()
-            with lock:
-                procs.pop(job.name, None)
-            if not stopping.is_set():
-                job.on_exit(code)
-
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
-    for t in pool:
-        t.start()
-    try:
-        while any(t.is_alive() for t in pool):
-            on_tick()
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        stopping.set()
-        with lock:
-            running = list(procs.values())
-        print(
-            f"\nscalelab: asking {len(running)} running job(s) to checkpoint and stop ...",
-            file=sys.stderr,
-        )
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
-        for proc in running:
-            proc.wait()
-        raise
-
-
 def _run_local(
     study: Study, todo: list[Rung], cfg: RunConfig, threads: int, workers: int, progress: _Progress
 ) -> None:
@@ -329,12 +210,30 @@ def _run_local(
 
         return done
 
-    jobs = [
-        Job(r.id, rung_command(study, r, cfg, threads), study.rung_dir(r) / "train.log", on_exit(r))
+    from scalelab.train.pretrain import PretrainConfig, pretrain
+
+    def call(rung: Rung) -> Callable[[], Any]:
+        run_dir = study.rung_dir(rung)
+        rung_cfg = PretrainConfig.load(run_dir / "rung.yaml")
+        runtime = rung_cfg.runtime.replace(threads=threads, progress=False)
+        return lambda: pretrain(rung_cfg.replace(runtime=runtime), run_dir)
+
+    todo_jobs = [
+        Job(
+            r.id,
+            rung_command(study, r, cfg, threads),
+            study.rung_dir(r) / "train.log",
+            on_exit(r),
+            call(r) if cfg.in_process else None,
+        )
         for r in todo
     ]
     run_jobs(
-        jobs, workers=workers, threads=threads, on_tick=progress.update, in_process=cfg.in_process
+        todo_jobs,
+        workers=workers,
+        threads=threads,
+        on_tick=progress.update,
+        in_process=cfg.in_process,
     )
 
 
@@ -362,7 +261,7 @@ def _run_ray(
         train_rung.remote(
             rung_command(study, r, cfg, threads),
             str((study.rung_dir(r) / "train.log").resolve()),
-            _child_env(threads),
+            child_env(threads),
         ): r
         for r in todo
     }
@@ -380,3 +279,48 @@ def _run_ray(
         for ref in refs:
             ray.cancel(ref)
         raise
+
+
+def status_text(study: Study) -> str:
+    """Where a study stands, as a table (``scalelab study status``)."""
+    rows = study.result_rows()
+    conv = study.plan.flops_convention
+    head = f"{'rung':<10}{'role':<8}{'status':<12}{'progress':>9}{'N':>11}{'D':>12}{'loss':>8}{'time':>8}"
+    lines = [head, "-" * len(head)]
+    total = done = 0.0
+    for r in rows:
+        c = r[f"C_{conv}"] or 0.0
+        frac = r["step"] / max(1, r["total_steps"])
+        total += c
+        done += c * (1.0 if r["status"] == "completed" else frac)
+        loss = f"{r['final_val_loss']:.4f}" if isinstance(r["final_val_loss"], float) else "–"
+        t = f"{r['wall_time_s']:.0f}s" if r["wall_time_s"] else "–"
+        lines.append(
+            f"{r['rung']:<10}{r['role']:<8}{r['status']:<12}{frac:>9.0%}{r['N']:>11,}{r['D']:>12,}{loss:>8}{t:>8}"
+        )
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    lines.append(
+        f"{done / total if total else 0:.1%} of {total:.3e} FLOPs done; "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+    return "\n".join(lines)
+
+
+def run_and_fit(study: Study, run_cfg: RunConfig, fit_cfg: Any) -> int:
+    """``scalelab study run``: train the pending rungs, fit, report; 1 if a rung failed."""
+    from scalelab.study.fit import describe_fit, fit_and_report
+
+    statuses = run_study(study, run_cfg)
+    failed = [k for k, v in statuses.items() if v == "failed"]
+    summary = fit_and_report(study, fit_cfg)
+    if summary is not None:
+        print(describe_fit(summary))
+    if failed:
+        print(
+            f"scalelab: {len(failed)} rung(s) failed: {', '.join(failed)} (see their train.log)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalelab.report.html import Report
+from scalelab.study.report.html import Report
 from scalelab.study.study import Study
 
 
@@ -11,6 +11,6 @@ def add_downstream_section(rep: Report, study: Study) -> None:
     root = study.root / "downstream"
     if not root.is_dir():
         return
-    from scalelab.report.downstream_plots import render_downstream
+    from scalelab.study.report.downstream_plots import render_downstream
 
     render_downstream(rep, study)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from scalelab.report.html import Report
+from scalelab.study.report.html import Report
 from scalelab.study.study import Study
 from scalelab.utils.io import read_json
 

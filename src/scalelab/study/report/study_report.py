@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from scalelab.report.html import Report, fmt
+from scalelab.study.report.html import Report, fmt
 from scalelab.study.study import Study
 
 
@@ -142,8 +142,7 @@ def plot_holdout(checks: list[dict[str, Any]]):
 
 def build_report(study: Study) -> tuple[Path, Path]:
     """Render the report of ``study`` (whatever is finished so far)."""
-    from scalelab.laws import load_fit, load_table
-    from scalelab.laws.plots import plot_isoflop, plot_loss_vs_n, plot_optimal, plot_residuals
+    from scalelab.laws import load_fit
     from scalelab.study.fit import load_fit_summary
 
     rows = study.result_rows()
@@ -161,6 +160,34 @@ def build_report(study: Study) -> tuple[Path, Path]:
         f"Scaling study: {study.root.name}",
         subtitle=f"{plan.design} design, {plan.base.arch} models",
     )
+    _headline(rep, study, rows, done, conv, chin, fits)
+    _plan_section(rep, study, rows, conv)
+    if chin is not None and done:
+        _law_sections(rep, rows, done, chin, iso, fits, conv)
+
+    fig = plot_sources(rows)
+    if fig is not None:
+        rep.heading("Validation loss by source")
+        rep.figure(
+            fig, "sources", "Final validation loss of every rung on each source of the corpus."
+        )
+
+    from scalelab.study.report.downstream import add_downstream_section
+
+    add_downstream_section(rep, study)
+    return rep.write(study.root)
+
+
+def _headline(
+    rep: Report,
+    study: Study,
+    rows: list[dict[str, Any]],
+    done: list[dict[str, Any]],
+    conv: str,
+    chin: Any,
+    fits: dict[str, Any],
+) -> None:
+    """The headline: what was trained, the fitted law and how well it extrapolated."""
     rep.heading("Headline")
     total_c = sum(r[f"C_{conv}"] or 0 for r in done)
     wall = sum(r["wall_time_s"] or 0 for r in done)
@@ -203,6 +230,9 @@ def build_report(study: Study) -> tuple[Path, Path]:
             "No fit yet: run `scalelab study fit` once enough rungs have finished.", style="warn"
         )
 
+
+def _plan_section(rep: Report, study: Study, rows: list[dict[str, Any]], conv: str) -> None:
+    """Every rung of the plan as a table, then the loss curves."""
     rep.heading("Plan and rungs")
     rep.table(
         [
@@ -229,121 +259,146 @@ def build_report(study: Study) -> tuple[Path, Path]:
     if fig is not None:
         rep.figure(fig, "curves", "Validation loss during training (intermediate evaluations).")
 
-    if chin is not None and done:
-        fit_rows = [r for r in done if r["role"] == "fit"]
-        cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss")}
-        table = load_table(
-            cols, n="N", d="D", loss="final_val_loss", flops_convention="6nd", check_units=False
-        )
-        rep.heading("Loss against N, D and C")
-        rep.figure(
-            plot_loss_vs_n(table, chin),
-            "loss_vs_n",
-            "Loss against N, coloured by D, with the fitted law at several D.",
-        )
-        rep.figure(
-            plot_loss_vs(rows, chin, "D", conv),
-            "loss_vs_d",
-            "Loss against tokens, with the law at several N.",
-        )
-        rep.figure(
-            plot_loss_vs(rows, chin, "C", conv),
-            "loss_vs_c",
-            "Loss against compute; the line is the law along its compute-optimal frontier (band: bootstrap 95%).",
-        )
-        rep.heading("Compute-optimal allocation")
-        rep.figure(
-            plot_optimal(chin, isoflop=iso),
-            "optimal",
-            "N_opt and D_opt against compute from the Approach 3 law (bands: bootstrap), IsoFLOP minima as points.",
-        )
-        if iso is not None:
-            iso_cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss", "budget")}
-            iso_cols["C"] = [r[f"C_{conv}"] for r in fit_rows]
-            iso_table = load_table(
-                iso_cols,
-                n="N",
-                d="D",
-                c="C",
-                loss="final_val_loss",
-                extra=["budget"],
-                flops_convention="none",
+
+def _law_sections(
+    rep: Report,
+    rows: list[dict[str, Any]],
+    done: list[dict[str, Any]],
+    chin: Any,
+    iso: Any,
+    fits: dict[str, Any],
+    conv: str,
+) -> None:
+    """Loss against N, D and C, the allocation, the fitted laws and the extrapolation check."""
+    from scalelab.laws import load_table
+    from scalelab.laws.plots import plot_loss_vs_n, plot_residuals
+
+    fit_rows = [r for r in done if r["role"] == "fit"]
+    cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss")}
+    table = load_table(
+        cols,
+        n="N",
+        d="D",
+        loss="final_val_loss",
+        flops_convention="6n_kaplan",
+        check_units=False,
+    )
+    rep.heading("Loss against N, D and C")
+    rep.figure(
+        plot_loss_vs_n(table, chin),
+        "loss_vs_n",
+        "Loss against N, coloured by D, with the fitted law at several D.",
+    )
+    rep.figure(
+        plot_loss_vs(rows, chin, "D", conv),
+        "loss_vs_d",
+        "Loss against tokens, with the law at several N.",
+    )
+    rep.figure(
+        plot_loss_vs(rows, chin, "C", conv),
+        "loss_vs_c",
+        "Loss against compute; the line is the law along its compute-optimal frontier (band: bootstrap 95%).",
+    )
+    _allocation_section(rep, fit_rows, chin, iso, conv)
+    rep.heading("Fitted laws")
+    rep.table(
+        _law_rows(chin, fits),
+        caption="Approach 3 parameters with bootstrap 95% intervals (runs resampled).",
+    )
+    rep.table(
+        _approach_rows(chin, fits),
+        caption="Compute-optimal exponents by approach (Hoffmann et al. 2022 found a ≈ b ≈ 0.5).",
+    )
+    rep.figure(plot_residuals(table, chin), "residuals", "Residuals of the Approach 3 fit.")
+    if fits.get("holdout"):
+        _holdout_section(rep, fits["holdout"])
+    notes = fits.get("chinchilla", {}).get("warnings", []) + fits.get("isoflop", {}).get(
+        "warnings", []
+    )
+    for n in notes:
+        rep.paragraph(n, style="warn")
+
+
+def _allocation_section(
+    rep: Report, fit_rows: list[dict[str, Any]], chin: Any, iso: Any, conv: str
+) -> None:
+    """Compute-optimal N and D against C, and the IsoFLOP profiles when there is that fit."""
+    from scalelab.laws import load_table
+    from scalelab.laws.plots import plot_isoflop, plot_optimal
+
+    rep.heading("Compute-optimal allocation")
+    rep.figure(
+        plot_optimal(chin, isoflop=iso),
+        "optimal",
+        "N_opt and D_opt against compute from the Approach 3 law (bands: bootstrap), IsoFLOP minima as points.",
+    )
+    if iso is None:
+        return
+    iso_cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss", "budget")}
+    iso_cols["C"] = [r[f"C_{conv}"] for r in fit_rows]
+    iso_table = load_table(
+        iso_cols,
+        n="N",
+        d="D",
+        c="C",
+        loss="final_val_loss",
+        extra=["budget"],
+        flops_convention="none",
+    )
+    rep.figure(
+        plot_isoflop(iso_table, iso),
+        "isoflop",
+        "IsoFLOP profiles (Approach 2): parabolas in log N per compute level and their minima.",
+    )
+
+
+def _approach_rows(chin: Any, fits: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compute-optimal exponents a and b of each approach that was fitted."""
+    approaches = [
+        {
+            "approach": "3 (parametric)",
+            "a (N_opt ∝ C^a)": chin.exponents[0],
+            "b (D_opt ∝ C^b)": chin.exponents[1],
+        }
+    ]
+    for name, key in (("2 (IsoFLOP)", "isoflop"), ("1 (envelope)", "envelope")):
+        if "a" in fits.get(key, {}):
+            approaches.append(
+                {
+                    "approach": name,
+                    "a (N_opt ∝ C^a)": fits[key]["a"],
+                    "b (D_opt ∝ C^b)": fits[key]["b"],
+                }
             )
-            rep.figure(
-                plot_isoflop(iso_table, iso),
-                "isoflop",
-                "IsoFLOP profiles (Approach 2): parabolas in log N per compute level and their minima.",
-            )
-        rep.heading("Fitted laws")
-        rep.table(
-            _law_rows(chin, fits),
-            caption="Approach 3 parameters with bootstrap 95% intervals (runs resampled).",
-        )
-        approaches = [
+    return approaches
+
+
+def _holdout_section(rep: Report, checks: list[dict[str, Any]]) -> None:
+    """The held-out rung(s): measured against predicted, as a table and a figure."""
+    rep.heading("Extrapolation check")
+    rep.table(
+        [
             {
-                "approach": "3 (parametric)",
-                "a (N_opt ∝ C^a)": chin.exponents[0],
-                "b (D_opt ∝ C^b)": chin.exponents[1],
+                "rung": c["rung"],
+                "N": c["N"],
+                "D": c["D"],
+                "C": c["C"],
+                "decades beyond": c["extrapolation_decades"],
+                "measured": c["actual"],
+                "predicted": c["estimate"],
+                "PI low": c.get("pred_lo"),
+                "PI high": c.get("pred_hi"),
+                "error %": 100 * c["rel_error"],
+                "error % (every rung)": 100 * c["rel_error_all"] if "rel_error_all" in c else None,
             }
+            for c in checks
         ]
-        for name, key in (("2 (IsoFLOP)", "isoflop"), ("1 (envelope)", "envelope")):
-            if "a" in fits.get(key, {}):
-                approaches.append(
-                    {
-                        "approach": name,
-                        "a (N_opt ∝ C^a)": fits[key]["a"],
-                        "b (D_opt ∝ C^b)": fits[key]["b"],
-                    }
-                )
-        rep.table(
-            approaches,
-            caption="Compute-optimal exponents by approach (Hoffmann et al. 2022 found a ≈ b ≈ 0.5).",
-        )
-        rep.figure(plot_residuals(table, chin), "residuals", "Residuals of the Approach 3 fit.")
-        if fits.get("holdout"):
-            rep.heading("Extrapolation check")
-            rep.table(
-                [
-                    {
-                        "rung": c["rung"],
-                        "N": c["N"],
-                        "D": c["D"],
-                        "C": c["C"],
-                        "decades beyond": c["extrapolation_decades"],
-                        "measured": c["actual"],
-                        "predicted": c["estimate"],
-                        "PI low": c.get("pred_lo"),
-                        "PI high": c.get("pred_hi"),
-                        "error %": 100 * c["rel_error"],
-                        "error % (every rung)": 100 * c["rel_error_all"]
-                        if "rel_error_all" in c
-                        else None,
-                    }
-                    for c in fits["holdout"]
-                ]
-            )
-            rep.figure(
-                plot_holdout(fits["holdout"]),
-                "holdout",
-                "The held-out rung(s): prediction of the law fitted without them, and the measurement.",
-            )
-        notes = fits.get("chinchilla", {}).get("warnings", []) + fits.get("isoflop", {}).get(
-            "warnings", []
-        )
-        for n in notes:
-            rep.paragraph(n, style="warn")
-
-    fig = plot_sources(rows)
-    if fig is not None:
-        rep.heading("Validation loss by source")
-        rep.figure(
-            fig, "sources", "Final validation loss of every rung on each source of the corpus."
-        )
-
-    from scalelab.report.downstream import add_downstream_section
-
-    add_downstream_section(rep, study)
-    return rep.write(study.root)
+    )
+    rep.figure(
+        plot_holdout(checks),
+        "holdout",
+        "The held-out rung(s): prediction of the law fitted without them, and the measurement.",
+    )
 
 
 def _band_text(fits: dict[str, Any]) -> str:
