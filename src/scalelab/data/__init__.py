@@ -12,8 +12,7 @@ stays free of numpy, tokenizers and torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scalelab.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "DataConfig": "scalelab.data.config",
@@ -34,14 +33,4 @@ _EXPORTS = {
     "Source": "scalelab.data.sources",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'scalelab.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

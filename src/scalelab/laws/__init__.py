@@ -16,8 +16,7 @@ Names are imported lazily (numpy and scipy load on first use, not with the packa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scalelab.utils.lazy import lazy_exports
 
 _EXPORTS = {
     # tables
@@ -72,17 +71,4 @@ _EXPORTS = {
     "load_fit": "scalelab.laws.results",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'scalelab.laws' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from scalelab.errors import UserError
-from scalelab.laws.fits import LawFit, interval_from_samples, prepare
+from scalelab.laws.fits import LawFit, interval_from_samples, select_points
 from scalelab.laws.optim import MAX_ITER, NOT_FINITE, batched_lbfgs, single_threaded_blas
 from scalelab.laws.results import Allocation, Interval, Result, register
 from scalelab.laws.table import RunTable
@@ -155,7 +155,7 @@ def bootstrap(
 def _base_table(table: RunTable, fit: LawFit) -> tuple[RunTable, np.ndarray | None]:
     """The points the fit used (its outliers dropped) and their normalised weights."""
     base = table.without_rows(fit.dropped_rows)
-    base, _, w = prepare(base, fit.law, drop_highest=0)
+    base, _, w = select_points(base, fit.law, drop_highest=0)
     if len(base) != fit.n_points or tuple(int(r) for r in base.rows) != tuple(fit.rows):
         raise UserError(
             f"{table.source}: the table does not match the fit ({len(base)} points after "

@@ -1,7 +1,7 @@
 """The scaling-law stages behind ``scalelab fit / predict / optimal / plot``.
 
 Each stage takes one typed config and returns its result plus the text it prints; the CLI
-handlers in :mod:`.commands` only turn flags into these configs.
+handlers in :mod:`scalelab.cli.laws` only turn flags into these configs.
 """
 
 from __future__ import annotations
@@ -11,23 +11,11 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from scalelab.config import Config
 from scalelab.errors import UserError
 
-FORMS = (
-    "chinchilla",
-    "kaplan_n",
-    "kaplan_d",
-    "kaplan_c",
-    "kaplan_nd",
-    "power_n",
-    "power_d",
-    "power_c",
-    "isoflop",
-    "custom",
-)
 FormName = Literal[
     "chinchilla",
     "kaplan_n",
@@ -40,6 +28,7 @@ FormName = Literal[
     "isoflop",
     "custom",
 ]
+FORMS: tuple[str, ...] = get_args(FormName)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -62,14 +51,16 @@ class TableConfig(Config):
     """Column of observation weights."""
     where: tuple[str, ...] = ()
     """Keep only rows with COLUMN=VALUE (repeatable, comma-separated)."""
-    flops_convention: str = "6nd"
-    """C = k N D convention used to derive a missing one of N, D, C ('6nd', '8nd', 'none')."""
+    flops_convention: str = "6n_kaplan"
+    """C = 6 N D convention used to derive a missing one of N, D, C: 6n_kaplan or 6n_total (C = 6 N D with the table's N), a factor such as 8nd, or none."""
     check_units: bool = True
     """Fail when C, N and D are all given but C is far from k N D (units mixed up)."""
     budget: str | None = None
     """IsoFLOP: column of nominal compute budgets (default: group runs by C)."""
 
-    def load(self) -> Any:
+    def read_table(self) -> Any:
+        """The table this config describes (named apart from ``Config.load``, the
+        classmethod that reads a config file: ``fit --config FILE`` needs that one)."""
         from scalelab.laws.table import load_table
 
         return load_table(
@@ -151,7 +142,7 @@ def run_fit(cfg: FitConfig) -> tuple[Any, str]:
     from scalelab.laws.isoflop import IsoFLOPWarning, fit_isoflop
     from scalelab.laws.powerlaw import fit_custom, fit_kaplan, fit_power_law
 
-    table = cfg.load()
+    table = cfg.read_table()
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -350,7 +341,7 @@ def run_plot(cfg: PlotConfig) -> tuple[list[Path], str]:
         spec["table"] = str(cfg.table)
     table = None
     if spec.get("table"):
-        table = TableConfig.from_dict(spec).load()
+        table = TableConfig.from_dict(spec).read_table()
     written: list[Path] = []
     out = Path(cfg.out)
 

@@ -27,7 +27,13 @@ from scalelab.laws.forms import (
     LawForm,
     make_form,
 )
-from scalelab.laws.optim import STATUS_TEXT, batched_lbfgs, polish, single_threaded_blas
+from scalelab.laws.optim import (
+    STATUS_TEXT,
+    BatchResult,
+    batched_lbfgs,
+    polish,
+    single_threaded_blas,
+)
 from scalelab.laws.results import Allocation, Interval, Result, register
 from scalelab.laws.table import RunTable
 
@@ -308,7 +314,7 @@ def _grid_argmin(
 # ====================================================================== the fit
 
 
-def prepare(
+def select_points(
     table: RunTable, form: LawForm, *, drop_highest: int = 0, weights: Any = None
 ) -> tuple[RunTable, tuple[int, ...], np.ndarray | None]:
     """Apply the outlier rule and resolve weights (normalised to mean 1)."""
@@ -372,10 +378,11 @@ def _fit_form(
     polish_top: int = 3,
     result_cls: type[LawFit] = LawFit,
 ) -> LawFit:
+    """:func:`fit_form` itself: the multi-start search, its diagnostics and the result."""
     if not (delta > 0):
         raise UserError(f"Huber delta must be positive, got {delta}")
     t0 = time.perf_counter()
-    table, dropped, w = prepare(table, form, drop_highest=drop_highest, weights=weights)
+    table, dropped, w = select_points(table, form, drop_highest=drop_highest, weights=weights)
     data = {v: getattr(table, v) for v in form.variables}
     log_y = np.log(table.loss)
     fun = form.objective(data, log_y, delta=delta, weights=w)
@@ -393,59 +400,16 @@ def _fit_form(
             f"{table.source}: the {form.name} law could not be evaluated at any start "
             "(every prediction was non-finite or non-positive)"
         )
-    # Polish the best optimum and any runner-up within 10% of it (a basin the batched run
-    # may have stopped short in); ones far above cannot overtake it.
-    f_top = optima[0][1]
-    close = [x for x, f in optima[:polish_top] if f <= f_top + 0.1 * abs(f_top)]
-    polished = [polish(fun.single, x, lower=lo, upper=hi) for x in close]
-    best = min(polished, key=lambda p: p[1])
-    theta, f_best, grad, _, message, nit = best
-    finite_f = batch.f[np.isfinite(batch.f)]
-    n_best = int(np.sum(finite_f <= f_best * (1 + basin_rtol) + atol))
-    grad_max = float(np.max(np.abs(_free_gradient(grad, theta, lo, hi))))
-    # A stationary point is what we asked for: judge by the gradient, not scipy's message
-    # (its line search reports ABNORMAL when it is already at float precision).
-    converged = bool(np.isfinite(f_best) and grad_max <= grad_tol * max(1.0, abs(f_best)))
-    notes = []
-    if not converged:
-        notes.append(f"the optimiser did not converge: {message}, max|grad| {grad_max:.2g}")
-    if n_best <= 1 and x0.shape[0] > 1:
-        notes.append(f"only {n_best} of {x0.shape[0]} starts reached the best optimum")
-    if lo is not None and np.any(np.isclose(theta, lo) | np.isclose(theta, hi)):
-        at = [
-            n
-            for n, t, a, b in zip(form.theta_names, theta, lo, hi)
-            if np.isclose(t, a) or np.isclose(t, b)
-        ]
-        notes.append(f"parameters at a bound: {', '.join(at)}")
-
+    best = _polish_best(fun, optima, polish_top, lo, hi)
+    theta = best[0]
     lp, jac = form.log_pred(theta[None, :], data)
     resid = lp[0] - log_y
-    corr, cond = _correlations(jac[0], w, form.theta_names)
+    diag = _diagnostics(
+        form, batch, optima, best, jac[0], w, rtol=basin_rtol, atol=atol, grad_tol=grad_tol, t0=t0
+    )
     n, k = len(table), form.n_params
     rss = float(np.sum(resid**2)) if w is None else float(np.sum(w * resid**2))
     rss = max(rss, 1e-300)
-    status_counts = {
-        STATUS_TEXT[s]: int(c) for s, c in zip(*np.unique(batch.status, return_counts=True))
-    }
-    diag = Diagnostics(
-        converged=converged,
-        message=message,
-        best_objective=float(f_best),
-        n_starts=int(x0.shape[0]),
-        n_best_basin=n_best,
-        basin_rtol=basin_rtol,
-        second_objective=float(optima[1][1]) if len(optima) > 1 else math.inf,
-        n_basins=len(optima),
-        grad_max=grad_max,
-        polish_iterations=nit,
-        status_counts=status_counts,
-        correlations=corr,
-        condition=cond,
-        local_optima=tuple(tuple(float(v) for v in x) for x, _ in optima[:5]),
-        warnings=tuple(notes),
-        seconds=time.perf_counter() - t0,
-    )
     fit = result_cls(
         form=form.name,
         params=form.to_public(theta),
@@ -454,7 +418,7 @@ def _fit_form(
         spec=form.spec(),
         formula=form.formula,
         variables=form.variables,
-        objective=float(f_best),
+        objective=diag.best_objective,
         delta=float(delta),
         n_points=n,
         rmse_log=float(np.sqrt(np.mean(resid**2))),
@@ -470,9 +434,83 @@ def _fit_form(
         ranges=table.ranges(),
         source=table.source,
     )
-    for note in notes:
+    for note in diag.warnings:
         warnings.warn(f"{form.name} fit: {note}", FitWarning, stacklevel=3)
     return fit
+
+
+def _polish_best(
+    fun: Any,
+    optima: list[tuple[np.ndarray, float]],
+    polish_top: int,
+    lo: np.ndarray | None,
+    hi: np.ndarray | None,
+) -> tuple[np.ndarray, float, np.ndarray, bool, str, int]:
+    """The best of the top batched optima after a scipy polish (a :func:`polish` tuple)."""
+    # Polish the best optimum and any runner-up within 10% of it (a basin the batched run
+    # may have stopped short in); ones far above cannot overtake it.
+    f_top = optima[0][1]
+    close = [x for x, f in optima[:polish_top] if f <= f_top + 0.1 * abs(f_top)]
+    polished = [polish(fun.single, x, lower=lo, upper=hi) for x in close]
+    return min(polished, key=lambda p: p[1])
+
+
+def _diagnostics(
+    form: LawForm,
+    batch: BatchResult,
+    optima: list[tuple[np.ndarray, float]],
+    best: tuple[np.ndarray, float, np.ndarray, bool, str, int],
+    jac: np.ndarray,
+    w: np.ndarray | None,
+    *,
+    rtol: float,
+    atol: float,
+    grad_tol: float,
+    t0: float,
+) -> Diagnostics:
+    """How the search went, with a warning for each reason to distrust the optimum ``best``."""
+    theta, f_best, grad, _, message, nit = best
+    lo, hi = form.bounds()
+    n_starts = int(batch.x.shape[0])
+    finite_f = batch.f[np.isfinite(batch.f)]
+    n_best = int(np.sum(finite_f <= f_best * (1 + rtol) + atol))
+    grad_max = float(np.max(np.abs(_free_gradient(grad, theta, lo, hi))))
+    # A stationary point is what we asked for: judge by the gradient, not scipy's message
+    # (its line search reports ABNORMAL when it is already at float precision).
+    converged = bool(np.isfinite(f_best) and grad_max <= grad_tol * max(1.0, abs(f_best)))
+    notes = []
+    if not converged:
+        notes.append(f"the optimiser did not converge: {message}, max|grad| {grad_max:.2g}")
+    if n_best <= 1 and n_starts > 1:
+        notes.append(f"only {n_best} of {n_starts} starts reached the best optimum")
+    if lo is not None and np.any(np.isclose(theta, lo) | np.isclose(theta, hi)):
+        at = [
+            n
+            for n, t, a, b in zip(form.theta_names, theta, lo, hi)
+            if np.isclose(t, a) or np.isclose(t, b)
+        ]
+        notes.append(f"parameters at a bound: {', '.join(at)}")
+    corr, cond = _correlations(jac, w, form.theta_names)
+    return Diagnostics(
+        converged=converged,
+        message=message,
+        best_objective=float(f_best),
+        n_starts=n_starts,
+        n_best_basin=n_best,
+        basin_rtol=rtol,
+        second_objective=float(optima[1][1]) if len(optima) > 1 else math.inf,
+        n_basins=len(optima),
+        grad_max=grad_max,
+        polish_iterations=nit,
+        status_counts={
+            STATUS_TEXT[s]: int(c) for s, c in zip(*np.unique(batch.status, return_counts=True))
+        },
+        correlations=corr,
+        condition=cond,
+        local_optima=tuple(tuple(float(v) for v in x) for x, _ in optima[:5]),
+        warnings=tuple(notes),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def distinct_optima(

@@ -273,50 +273,18 @@ def fit_isoflop(
     profiles: list[IsoFLOPProfile] = []
     notes: list[str] = []
     for g, c in enumerate(budgets):
-        sel = labels == g
-        ln = np.log(table.N[sel])
-        y = table.loss[sel]
-        span = (float(ln.min()), float(ln.max()))
-        need = max(min_points, degree + 1)
-        if np.unique(ln).size < need:
-            profiles.append(
-                IsoFLOPProfile(
-                    budget=float(c), n_points=int(sel.sum()), coeffs=(), log_n_range=span,
-                    n_opt=math.nan, d_opt=math.nan, loss_opt=math.nan,
-                    status="too few points", used=False,
-                )
-            )  # fmt: skip
-            notes.append(f"budget {c:.3g}: only {np.unique(ln).size} distinct sizes, skipped")
-            continue
-        coeffs = np.polyfit(ln, y, degree)
-        x_min = _poly_minimum(coeffs)
-        if x_min is None:
-            status, used = "no minimum", False
-            n_opt = d_opt = loss_opt = math.nan
-        else:
-            xs = np.sort(np.unique(ln))
-            if x_min < xs[0] or x_min > xs[-1]:
-                status, used = "outside", False
-            elif x_min < xs[1] or x_min > xs[-2] or np.argmin(y) in (np.argmin(ln), np.argmax(ln)):
-                status, used = "edge", use_edges
-            else:
-                status, used = "ok", True
-            n_opt = math.exp(x_min)
-            loss_opt = float(np.polyval(coeffs, x_min))
-            if k is not None:
-                d_opt = float(c) / (k * n_opt)
-            else:  # no convention: read D_opt off the runs' own D at N_opt
-                ld = np.log(table.D[sel])
-                d_opt = float(np.exp(np.polyval(np.polyfit(ln, ld, 1), x_min)))
-        if status != "ok":
-            notes.append(f"budget {c:.3g}: {_STATUS_NOTE[status]}")
-        profiles.append(
-            IsoFLOPProfile(
-                budget=float(c), n_points=int(sel.sum()), coeffs=tuple(coeffs.tolist()),
-                log_n_range=span, n_opt=n_opt, d_opt=d_opt, loss_opt=loss_opt,
-                status=status, used=used,
-            )
-        )  # fmt: skip
+        profile, note = _fit_profile(
+            table,
+            labels == g,
+            float(c),
+            degree=degree,
+            min_points=min_points,
+            use_edges=use_edges,
+            k=k,
+        )
+        profiles.append(profile)
+        if note is not None:
+            notes.append(f"budget {c:.3g}: {note}")
     used = [p for p in profiles if p.used]
     if len(used) < 2:
         raise UserError(
@@ -341,6 +309,56 @@ def fit_isoflop(
         budget_column=budget,
         budget_rtol=budget_rtol,
     )
+
+
+def _fit_profile(
+    table: RunTable,
+    sel: np.ndarray,
+    c: float,
+    *,
+    degree: int,
+    min_points: int,
+    use_edges: bool,
+    k: float | None,
+) -> tuple[IsoFLOPProfile, str | None]:
+    """One budget's profile (the runs ``sel`` at compute ``c``) and a note unless it is ok."""
+    ln = np.log(table.N[sel])
+    y = table.loss[sel]
+    span = (float(ln.min()), float(ln.max()))
+    need = max(min_points, degree + 1)
+    if np.unique(ln).size < need:
+        profile = IsoFLOPProfile(
+            budget=c, n_points=int(sel.sum()), coeffs=(), log_n_range=span,
+            n_opt=math.nan, d_opt=math.nan, loss_opt=math.nan,
+            status="too few points", used=False,
+        )  # fmt: skip
+        return profile, f"only {np.unique(ln).size} distinct sizes, skipped"
+    coeffs = np.polyfit(ln, y, degree)
+    x_min = _poly_minimum(coeffs)
+    if x_min is None:
+        status, used = "no minimum", False
+        n_opt = d_opt = loss_opt = math.nan
+    else:
+        xs = np.sort(np.unique(ln))
+        if x_min < xs[0] or x_min > xs[-1]:
+            status, used = "outside", False
+        elif x_min < xs[1] or x_min > xs[-2] or np.argmin(y) in (np.argmin(ln), np.argmax(ln)):
+            status, used = "edge", use_edges
+        else:
+            status, used = "ok", True
+        n_opt = math.exp(x_min)
+        loss_opt = float(np.polyval(coeffs, x_min))
+        if k is not None:
+            d_opt = c / (k * n_opt)
+        else:  # no convention: read D_opt off the runs' own D at N_opt
+            ld = np.log(table.D[sel])
+            d_opt = float(np.exp(np.polyval(np.polyfit(ln, ld, 1), x_min)))
+    profile = IsoFLOPProfile(
+        budget=c, n_points=int(sel.sum()), coeffs=tuple(coeffs.tolist()),
+        log_n_range=span, n_opt=n_opt, d_opt=d_opt, loss_opt=loss_opt,
+        status=status, used=used,
+    )  # fmt: skip
+    return profile, None if status == "ok" else _STATUS_NOTE[status]
 
 
 # ====================================================================== Approach 1

@@ -66,7 +66,7 @@ def single_threaded_blas() -> Iterator[None]:
     """Limit BLAS/OpenMP pools to one thread while fitting.
 
     The fits are many tiny array operations; a multi-threaded BLAS on a loaded 2-core
-    machine was measured about 30x slower on them (DESIGN.md).
+    machine was measured about 30x slower on them (see the README, Performance).
     """
     # threadpoolctl only limits libraries already loaded when the context is entered, and
     # scipy.optimize brings its own OpenBLAS: load it first (measured: an unlimited cold
@@ -112,6 +112,10 @@ def batched_lbfgs(
     the iteration limit in a worse basin anyway (off by default: it assumes all rows
     minimise the same objective, which a bootstrap batch does not).
     """
+    # Long: one loop over batched L-BFGS iterations whose steps (two-loop direction, Armijo
+    # line search, curvature memory, stopping tests) all read and update the same [p, s]
+    # state arrays in place, compacted together; helpers would pass a dozen arrays back and
+    # forth and hide which step changes which.
     x0 = np.array(x0, dtype=np.float64, ndmin=2)
     n_start, p = x0.shape
     lo = np.full(p, -np.inf) if lower is None else np.asarray(lower, dtype=np.float64)

@@ -28,15 +28,29 @@ ROLES = ("N", "D", "C", "loss")
 
 
 def flops_per_nd(convention: str) -> float | None:
-    """``"6nd"`` -> 6.0 (C = 6 N D, Kaplan et al. 2020); ``"none"`` -> None; ``"8nd"`` -> 8.0."""
+    """The factor k of C = k N D for a table's convention; None for ``"none"``.
+
+    The names are those of every scalelab command: ``6n_kaplan`` and ``6n_total`` both mean
+    C = 6 N D (Kaplan et al. 2020, Eq. 2.1; which N -- non-embedding or total -- is the
+    table's column); ``chinchilla`` (Hoffmann et al. 2022, Appendix F) needs the model's
+    shape, so a table must give C itself. ``6nd``, ``8nd`` or any ``<k>nd`` (older
+    spellings) set the factor directly.
+    """
     text = str(convention).strip().lower()
     if text in ("none", "off", ""):
         return None
+    if text in ("6n_kaplan", "6n_total", "6n", "kaplan"):
+        return 6.0
+    if text in ("chinchilla", "appendix_f"):
+        raise UserError(
+            "the chinchilla (Appendix F) FLOP count needs each model's shape; give C as a "
+            "column (--c) or use --flops-convention 6n_kaplan"
+        )
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*\*?\s*nd", text)
     if not match or float(match.group(1)) <= 0:
         raise UserError(
-            f"flops convention {convention!r} is not understood; use '6nd' (C = 6 N D), "
-            "another factor such as '8nd', or 'none'"
+            f"flops convention {convention!r} is not understood; use 6n_kaplan (C = 6 N D), "
+            "6n_total, a factor such as 8nd, or none"
         )
     return float(match.group(1))
 
@@ -185,7 +199,7 @@ def load_table(
     weight: str | None = None,
     extra: Sequence[str] = (),
     where: Mapping[str, str] | Sequence[str] | None = None,
-    flops_convention: str = "6nd",
+    flops_convention: str = "6n_kaplan",
     check_units: bool = True,
     unit_tolerance: float = 3.0,
     name: str | None = None,
@@ -213,53 +227,12 @@ def load_table(
     if unit_tolerance <= 1:
         raise UserError(f"unit_tolerance must be > 1, got {unit_tolerance}")
     k = flops_per_nd(flops_convention)
-
-    def col(role: str, wanted: str | None) -> tuple[str, list[Any]] | None:
-        if wanted is None:
-            return None
-        found = _find_column(header, wanted, label, role)
-        return found, data[found]
-
-    spec = {"N": col("N", n), "D": col("D", d), "C": col("C", c), "loss": col("loss", loss)}
-    columns = {role: found[0] for role, found in spec.items() if found is not None}
-    values: dict[str, np.ndarray | None] = {}
-    for role, found in spec.items():
-        values[role] = None if found is None else _numbers(found[1], label, found[0], row_ids)
-    for role in ROLES:
-        arr = values[role]
-        if arr is not None:
-            _check_positive(arr, label, columns[role], row_ids)
+    wanted = {"N": n, "D": d, "C": c, "loss": loss}
+    columns, values = _role_columns(header, data, wanted, label, row_ids)
     _derive(values, columns, k, label, check_units, unit_tolerance, row_ids)
-
-    group_arr = None
-    if group is not None:
-        gname = _find_column(header, group, label, "group")
-        group_arr = np.array([_text(v) for v in data[gname]], dtype=object)
-        empty = [i for i, v in enumerate(group_arr) if v == ""]
-        if empty:
-            raise UserError(
-                f"{label} row {row_ids[empty[0]]}, column '{gname}': the group is empty"
-            )
-    weights = None
-    if weight is not None:
-        wname = _find_column(header, weight, label, "weight")
-        weights = _numbers(data[wname], label, wname, row_ids)
-        bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
-        if bad.size:
-            raise UserError(
-                f"{label} row {row_ids[bad[0]]}, column '{wname}': weight {float(weights[bad[0]])!r} "
-                "must be finite and non-negative"
-            )
-        if not weights.any():
-            raise UserError(f"{label}, column '{wname}': all weights are zero")
-    extras: dict[str, np.ndarray] = {}
-    for e in extra:
-        ename = _find_column(header, e, label, "extra")
-        raw = data[ename]
-        try:
-            extras[e] = np.array([float(_text(v)) for v in raw], dtype=np.float64)
-        except ValueError:
-            extras[e] = np.array([_text(v) for v in raw], dtype=object)
+    group_arr = None if group is None else _group_column(header, data, group, label, row_ids)
+    weights = None if weight is None else _weight_column(header, data, weight, label, row_ids)
+    extras = _extra_columns(header, data, extra, label)
     return RunTable(
         loss=values["loss"],  # type: ignore[arg-type]
         N=values["N"],
@@ -275,6 +248,74 @@ def load_table(
     )
 
 
+def _role_columns(
+    header: list[str],
+    data: dict[str, list[Any]],
+    wanted: dict[str, str | None],
+    label: str,
+    row_ids: np.ndarray,
+) -> tuple[dict[str, str], dict[str, np.ndarray | None]]:
+    """Per role (N, D, C, loss): its source column and its positive numbers (None: not given)."""
+    found = {
+        role: None if name is None else _find_column(header, name, label, role)
+        for role, name in wanted.items()
+    }
+    columns = {role: name for role, name in found.items() if name is not None}
+    values: dict[str, np.ndarray | None] = {
+        role: None if name is None else _numbers(data[name], label, name, row_ids)
+        for role, name in found.items()
+    }
+    for role in ROLES:
+        arr = values[role]
+        if arr is not None:
+            _check_positive(arr, label, columns[role], row_ids)
+    return columns, values
+
+
+def _group_column(
+    header: list[str], data: dict[str, list[Any]], group: str, label: str, row_ids: np.ndarray
+) -> np.ndarray:
+    """The group of every row, as text; an empty group is an error."""
+    gname = _find_column(header, group, label, "group")
+    group_arr = np.array([_text(v) for v in data[gname]], dtype=object)
+    empty = [i for i, v in enumerate(group_arr) if v == ""]
+    if empty:
+        raise UserError(f"{label} row {row_ids[empty[0]]}, column '{gname}': the group is empty")
+    return group_arr
+
+
+def _weight_column(
+    header: list[str], data: dict[str, list[Any]], weight: str, label: str, row_ids: np.ndarray
+) -> np.ndarray:
+    """The fit weight of every row: finite, non-negative and not all zero."""
+    wname = _find_column(header, weight, label, "weight")
+    weights = _numbers(data[wname], label, wname, row_ids)
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise UserError(
+            f"{label} row {row_ids[bad[0]]}, column '{wname}': weight {float(weights[bad[0]])!r} "
+            "must be finite and non-negative"
+        )
+    if not weights.any():
+        raise UserError(f"{label}, column '{wname}': all weights are zero")
+    return weights
+
+
+def _extra_columns(
+    header: list[str], data: dict[str, list[Any]], extra: Sequence[str], label: str
+) -> dict[str, np.ndarray]:
+    """The ``extra`` columns under the names asked for: numbers if every value is one, else text."""
+    extras: dict[str, np.ndarray] = {}
+    for e in extra:
+        ename = _find_column(header, e, label, "extra")
+        raw = data[ename]
+        try:
+            extras[e] = np.array([float(_text(v)) for v in raw], dtype=np.float64)
+        except ValueError:
+            extras[e] = np.array([_text(v) for v in raw], dtype=object)
+    return extras
+
+
 def table_from_arrays(
     *,
     loss: Sequence[float] | np.ndarray,
@@ -283,7 +324,7 @@ def table_from_arrays(
     C: Sequence[float] | np.ndarray | None = None,  # noqa: N803
     group: Sequence[Any] | None = None,
     weights: Sequence[float] | None = None,
-    flops_convention: str = "6nd",
+    flops_convention: str = "6n_kaplan",
     check_units: bool = True,
     name: str = "arrays",
 ) -> RunTable:

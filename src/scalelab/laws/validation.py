@@ -142,9 +142,42 @@ def extrapolation_check(
     table.require(by, what=f"an extrapolation check by {by}")
     fit = resolve_fitter(fit_fn, **fit_kwargs)
     values = getattr(table, by)
+    cutoffs = _train_masks(table, values, mode, holdout, by, min_train_levels, max_cutoffs)
+    points: list[ExtrapolationPoint] = []
+    failures: list[str] = []
+    n_fits = 0
+    for train_mask in cutoffs:
+        test_mask = ~train_mask
+        if train_mask.sum() == 0 or test_mask.sum() == 0:
+            continue
+        cut = float(values[train_mask].max())
+        try:
+            result = fit(table.subset(train_mask))
+        except UserError as exc:
+            failures.append(f"cutoff {cut:.3g}: {exc}")
+            continue
+        n_fits += 1
+        points += _predict_held_out(result, table.subset(test_mask), by, cut)
+    if n_fits == 0:
+        raise UserError(f"{table.source}: no extrapolation fit succeeded ({'; '.join(failures)})")
+    return ExtrapolationResult(
+        mode=mode, by=by, points=tuple(points), n_fits=n_fits, failures=tuple(failures)
+    )
+
+
+def _train_masks(
+    table: RunTable,
+    values: np.ndarray,
+    mode: str,
+    holdout: str | int,
+    by: str,
+    min_train_levels: int,
+    max_cutoffs: int,
+) -> list[np.ndarray]:
+    """The training set (a boolean mask over ``table``) of every cutoff ``mode`` asks for."""
     labels = _levels(values)
     n_levels = int(labels.max()) + 1
-    cutoffs: list[np.ndarray] = []  # boolean train masks
+    cutoffs: list[np.ndarray] = []
     if mode == "leave-largest-out":
         if holdout == "largest":
             if n_levels < 2:
@@ -174,44 +207,30 @@ def extrapolation_check(
             cutoffs.extend(values <= q for q in qs)
     else:
         raise UserError(f"mode must be 'leave-largest-out' or 'rollout', got {mode!r}")
+    return cutoffs
 
-    points: list[ExtrapolationPoint] = []
-    failures: list[str] = []
-    n_fits = 0
-    for train_mask in cutoffs:
-        test_mask = ~train_mask
-        if train_mask.sum() == 0 or test_mask.sum() == 0:
-            continue
-        cut = float(values[train_mask].max())
-        try:
-            result = fit(table.subset(train_mask))
-        except UserError as exc:
-            failures.append(f"cutoff {cut:.3g}: {exc}")
-            continue
-        n_fits += 1
-        test = table.subset(test_mask)
-        pred = result.predict(
-            **{
-                v: getattr(test, v)
-                for v in ("N", "D", "C")
-                if getattr(test, v) is not None and v in result.variables
-            }
-        )
-        for i in range(len(test)):
-            v = float(getattr(test, by)[i])
-            points.append(
-                ExtrapolationPoint(
-                    cutoff=cut,
-                    row=int(test.rows[i]),
-                    value=v,
-                    distance=math.log10(v / cut),
-                    observed=float(test.loss[i]),
-                    predicted=float(pred[i]),
-                    rel_error=float(pred[i] / test.loss[i] - 1.0),
-                )
-            )
-    if n_fits == 0:
-        raise UserError(f"{table.source}: no extrapolation fit succeeded ({'; '.join(failures)})")
-    return ExtrapolationResult(
-        mode=mode, by=by, points=tuple(points), n_fits=n_fits, failures=tuple(failures)
+
+def _predict_held_out(result: Any, test: RunTable, by: str, cut: float) -> list[ExtrapolationPoint]:
+    """The fitted law's prediction for every held-out run, with its extrapolation distance."""
+    pred = result.predict(
+        **{
+            v: getattr(test, v)
+            for v in ("N", "D", "C")
+            if getattr(test, v) is not None and v in result.variables
+        }
     )
+    points = []
+    for i in range(len(test)):
+        v = float(getattr(test, by)[i])
+        points.append(
+            ExtrapolationPoint(
+                cutoff=cut,
+                row=int(test.rows[i]),
+                value=v,
+                distance=math.log10(v / cut),
+                observed=float(test.loss[i]),
+                predicted=float(pred[i]),
+                rel_error=float(pred[i] / test.loss[i] - 1.0),
+            )
+        )
+    return points

@@ -1,6 +1,6 @@
 """Models: size registry and dial, construction, Hugging Face export, parameter and FLOP accounting.
 
-Cheap to import (no torch): the torch-dependent names are loaded on first use.
+Cheap to import (no torch): every name is loaded on first use.
 
 >>> from scalelab.models import model_config, build_model, param_counts
 >>> cfg = model_config("tiny", vocab_size=4096, max_seq_len=256)
@@ -11,51 +11,32 @@ Cheap to import (no torch): the torch-dependent names are loaded on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scalelab.utils.lazy import lazy_exports
 
-from scalelab.models.accounting import (
-    FLOP_CONVENTIONS,
-    ParamCounts,
-    chinchilla_breakdown,
-    flops_per_token,
-    measured_flops_per_token,
-    param_counts,
-    training_flops,
-)
-from scalelab.models.config import ModelConfig, default_d_ff
-from scalelab.models.sizes import SIZES, Shape, model_config, resolve_size, shape_for_params
-
-_LAZY = {
-    "build_model": "scalelab.models.build",
-    "maybe_compile": "scalelab.models.build",
-    "unwrap_model": "scalelab.models.build",
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "FLOP_CONVENTIONS",
+            "ParamCounts",
+            "canonical_convention",
+            "chinchilla_breakdown",
+            "flops_per_token",
+            "measured_flops_per_token",
+            "param_counts",
+            "training_flops",
+        ),
+        "scalelab.models.accounting",
+    ),
+    **dict.fromkeys(("ModelConfig", "SHAPE_KEYS", "default_d_ff"), "scalelab.models.config"),
+    **dict.fromkeys(
+        ("SIZES", "Shape", "model_config", "resolve_size", "shape_for_params"),
+        "scalelab.models.sizes",
+    ),
+    **dict.fromkeys(("build_model", "maybe_compile", "unwrap_model"), "scalelab.models.build"),
     "DecoderLM": "scalelab.models.decoder",
     "linear_cross_entropy": "scalelab.models.loss",
     "save_hf": "scalelab.models.hf",
     "load_hf": "scalelab.models.hf",
 }
 
-__all__ = [
-    "FLOP_CONVENTIONS",
-    "SIZES",
-    "ModelConfig",
-    "ParamCounts",
-    "Shape",
-    "chinchilla_breakdown",
-    "default_d_ff",
-    "flops_per_token",
-    "measured_flops_per_token",
-    "model_config",
-    "param_counts",
-    "resolve_size",
-    "shape_for_params",
-    "training_flops",
-    *_LAZY,
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'scalelab.models' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -182,17 +182,30 @@ FLOP_CONVENTIONS: dict[str, Callable[[ModelConfig, int], float]] = {
 }
 """Training FLOPs per token by convention name (the ``measured`` count is separate)."""
 
+CONVENTION_ALIASES: dict[str, str] = {
+    "6nd": "6n_kaplan",  # the spelling `scalelab fit` used before 0.2 (C = 6 N D)
+    "6n": "6n_kaplan",
+    "kaplan": "6n_kaplan",
+    "appendix_f": "chinchilla",
+}
+"""Other accepted spellings of the conventions (every command takes the same names)."""
+
+
+def canonical_convention(name: str) -> str:
+    """The convention's canonical name (``6nd`` -> ``6n_kaplan``); UserError if unknown."""
+    key = str(name).strip().lower()
+    key = CONVENTION_ALIASES.get(key, key)
+    if key not in FLOP_CONVENTIONS:
+        known = ", ".join([*FLOP_CONVENTIONS, *CONVENTION_ALIASES])
+        raise UserError(f"unknown FLOP convention {name!r}; known: {known}")
+    return key
+
 
 def flops_per_token(
     cfg: ModelConfig, convention: str = "chinchilla", *, seq_len: int | None = None
 ) -> float:
     """Training (forward + backward) FLOPs per token under a named convention."""
-    try:
-        fn = FLOP_CONVENTIONS[convention]
-    except KeyError:
-        raise UserError(
-            f"unknown FLOP convention {convention!r}; known: {', '.join(FLOP_CONVENTIONS)}"
-        ) from None
+    fn = FLOP_CONVENTIONS[canonical_convention(convention)]
     return fn(cfg, _seq_len(cfg, seq_len))
 
 

@@ -7,13 +7,16 @@ Importing this module is cheap (no torch), so stage configs can nest a
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from scalelab.config import Config
 from scalelab.errors import UserError
 
 Arch = Literal["llama", "gpt2", "bert"]
 ARCHS: tuple[str, ...] = ("llama", "gpt2", "bert")
+SHAPE_KEYS: tuple[str, ...] = ("n_layer", "d_model", "n_head", "d_ff")
+"""The fields that make a model's shape (a :class:`~scalelab.models.sizes.Shape`)."""
 
 
 def ffn_multiple(d_model: int) -> int:
@@ -119,6 +122,20 @@ class ModelConfig(Config):
     @property
     def is_decoder(self) -> bool:
         return self.arch != "bert"
+
+    @classmethod
+    def from_shape(cls, shape: Any, **fields: Any) -> ModelConfig:
+        """A config of ``shape`` (a ``Shape`` or a mapping with the :data:`SHAPE_KEYS`; a
+        missing or empty ``d_ff`` is the architecture's default); other fields as keywords."""
+        if isinstance(shape, Mapping):
+            values = {k: shape.get(k) for k in SHAPE_KEYS}
+        else:
+            values = {k: getattr(shape, k) for k in SHAPE_KEYS}
+        return cls(**values, **fields)
+
+    def shape(self) -> dict[str, int]:
+        """The shape as a plain dict (``d_ff`` resolved), as summaries and plans record it."""
+        return {**{k: getattr(self, k) for k in SHAPE_KEYS}, "d_ff": self.ffn_dim}
 
     def resolved(self) -> ModelConfig:
         """A copy with ``d_ff`` filled in, so a saved config shows the real shape."""

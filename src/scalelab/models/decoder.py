@@ -8,7 +8,7 @@ Two flavours from one :class:`~scalelab.models.config.ModelConfig`:
 - ``gpt2``: pre-norm LayerNorm with biases, learned positions, 4x GELU (tanh) MLP.
   Exports to ``GPT2LMHeadModel``.
 
-Why our own module instead of the Transformers classes: on this CPU (issue 2's
+Why our own module instead of the Transformers classes: on this CPU (the project's
 measurements) a ``LlamaForCausalLM`` built from config trained at ~0.8x a minimal
 nanoGPT-style model and ``GPT2LMHeadModel`` at 0.4-0.66x, while this module matches or
 beats that reference (``bench/pretrain_throughput.py``). The lean module fuses Q/K/V into one matmul and

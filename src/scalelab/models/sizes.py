@@ -83,13 +83,7 @@ class Shape:
 
     def to_config(self, **fields: object) -> ModelConfig:
         """A :class:`ModelConfig` of this shape with the other ``fields`` given."""
-        return ModelConfig(
-            n_layer=self.n_layer,
-            d_model=self.d_model,
-            n_head=self.n_head,
-            d_ff=self.d_ff,
-            **fields,  # type: ignore[arg-type]
-        )
+        return ModelConfig.from_shape(self, **fields)
 
 
 SIZES: dict[str, Shape | float] = {
