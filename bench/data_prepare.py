@@ -3,7 +3,7 @@ cost of drawing a batch from the prepared shards.
 
     .venv/bin/python bench/data_prepare.py [--vocab-size 8192] [--repeats 1]
 
-Target (issue 2): the default corpus (~27 M characters, 8k BPE) prepares in under 2 minutes
+Target: the default corpus (~27 M characters, 8k BPE) prepares in under 2 minutes
 on this 2-core machine, tokenizer training included; a 16 x 256 decoder batch costs well
 under a millisecond.
 """

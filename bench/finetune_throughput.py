@@ -7,8 +7,8 @@ of a built-in task (default ``twitter-ner``, token classification), in the same 
 * scalelab: the model is built as the stage builds it (``load_base_model`` +
   ``apply_method`` -> ``TaskModel``), the features come from ``encode_split`` and
   ``ExampleBatches`` + ``PadCollator``, and the run goes through the one training loop
-  (``scalelab.train.loop.run``: schedule, collation, ``train_step`` with autocast, gradient
-  clipping and fused AdamW, logging every 10 steps) with the stage's optimizer settings,
+  (``scalelab.train.trainer.Trainer``: schedule, collation, ``train_step`` with autocast,
+  gradient clipping and fused AdamW, logging every 10 steps) with the stage's optimizer settings,
   but ``evaluate=None``, no progress bar, no TensorBoard and no time-based checkpoints.
 * Hugging Face: ``AutoModelFor...`` (+ ``peft.get_peft_model`` for LoRA, same rank, alpha,
   dropout, targets and trained head) under ``transformers.Trainer`` with its standard
@@ -67,16 +67,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_throughput_timing import Cell, PingPong, dtype_probe  # noqa: E402
 from scalelab.finetune.align import PadCollator  # noqa: E402
 from scalelab.finetune.batching import EncodedSplit, ExampleBatches, encode_split  # noqa: E402
+from scalelab.finetune.finetune import FinetuneConfig, metric_name, train_job  # noqa: E402
 from scalelab.finetune.methods import (  # noqa: E402
+    LORA_TARGETS,
     MethodConfig,
     TaskModel,
     apply_method,
     load_base_model,
 )
-from scalelab.finetune.methods_peft import LORA_TARGETS  # noqa: E402
-from scalelab.finetune.stage import FinetuneConfig, metric_name, train_job  # noqa: E402
 from scalelab.finetune.tasks import Task, TaskConfig  # noqa: E402
-from scalelab.train import loop  # noqa: E402
+from scalelab.train.config import RuntimeConfig  # noqa: E402
+from scalelab.train.trainer import Trainer  # noqa: E402
 
 METHODS = ("full", "lora")
 PRECISIONS = ("fp32", "bf16")
@@ -124,7 +125,7 @@ def finetune_config(prep: Prepared, method: str, precision: str, batch_size: int
         method=MethodConfig(method=method),  # type: ignore[arg-type]
         batch_size=batch_size,
         max_length=prep.max_length,
-        runtime=loop.RuntimeConfig(
+        runtime=RuntimeConfig(
             device="cpu",
             precision=precision,  # type: ignore[arg-type]
             progress=False,  # the Trainer runs with disable_tqdm=True
@@ -168,7 +169,7 @@ def run_scalelab(
     total_steps: int,
     tick: Callable[[], None],
 ) -> None:
-    """One run through ``loop.run`` with the TrainJob ``finetune()`` builds, minus evaluation."""
+    """One run through ``Trainer.fit`` with the TrainJob ``finetune()`` builds, minus evaluation."""
     collate = PadCollator.for_tokenizer(prep.tokenizer)
     batches = ExampleBatches(prep.train, collate, batch_size=cfg.batch_size, seed=cfg.seed)
 
@@ -192,7 +193,7 @@ def run_scalelab(
             on_step_end=on_step_end,
             description="bench",
         )
-        loop.run(job)
+        Trainer(job).fit()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -240,9 +241,9 @@ def build_hf(
     m = cfg.method
     lora = peft.LoraConfig(
         task_type=peft.TaskType.TOKEN_CLS if task.kind == "ner" else peft.TaskType.SEQ_CLS,
-        r=m.lora_r,
-        lora_alpha=m.lora_alpha,
-        lora_dropout=m.lora_dropout,
+        r=m.lora.r,
+        lora_alpha=m.lora.alpha,
+        lora_dropout=m.lora.dropout,
         target_modules=list(LORA_TARGETS["bert"]),
         # What scalelab trains in full besides LoRA: the head (+ any weight the checkpoint lacked).
         modules_to_save=list(tm.head_modules + tm.extra_modules),

@@ -19,7 +19,7 @@ lowers the measured peak).
     .venv/bin/python bench/pretrain_throughput.py                      # full table
     .venv/bin/python bench/pretrain_throughput.py --shapes 2x64 --modes bf16-eager --steps 5
 
-Target (issue 2): at every shape, scalelab in its fastest mode >= the reference in its
+Target: at every shape, scalelab in its fastest mode >= the reference in its
 fastest mode.
 """
 
