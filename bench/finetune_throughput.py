@@ -286,12 +286,12 @@ def run_hf(
             per_device_train_batch_size=cfg.batch_size,
             max_steps=total_steps,
             learning_rate=cfg.peak_lr,
-            weight_decay=cfg.weight_decay,
+            weight_decay=cfg.optim.weight_decay,
             adam_beta1=0.9,
             adam_beta2=0.999,
             adam_epsilon=1e-8,
             lr_scheduler_type="linear",
-            warmup_steps=cfg.warmup_fraction,  # a float < 1 is a ratio of the steps
+            warmup_steps=cfg.optim.warmup_fraction,  # a float < 1 is a ratio of the steps
             max_grad_norm=1.0,
             optim="adamw_torch_fused",
             bf16=cfg.runtime.precision == "bf16",

@@ -11,7 +11,7 @@ import pytest
 
 from scalelab.cli import main
 from scalelab.data import DataConfig, open_dataset, prepare_dataset
-from scalelab.data import builtin as builtin_mod
+from scalelab.data import corpora as builtin_mod
 from scalelab.data.prepare import prepare, shard_dtype
 from scalelab.data.sources import resolve_sources
 from scalelab.data.split import assign_splits

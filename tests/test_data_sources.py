@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scalelab.data import builtin
+from scalelab.data import corpora as builtin
 from scalelab.data.sources import chunk_text, decode_bytes, parse_spec, resolve_sources
 from scalelab.data.split import assign_splits
 from scalelab.errors import UserError

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scalelab.errors import UserError
-from scalelab.finetune import builtin
+from scalelab.finetune import builtin_tasks as builtin
 from scalelab.finetune.examples import NerExample, TextExample
 from scalelab.finetune.tasks import TaskConfig, load_task
 

@@ -347,7 +347,7 @@ def resolve_sources(
     errors: str = "replace",
 ) -> list[Source]:
     """Turn spec strings into sources, checking that each exists and names are unique."""
-    from scalelab.data.builtin import BUILTINS, builtin_source
+    from scalelab.data.corpora import BUILTINS, builtin_source
 
     sources: list[Source] = []
     for i, raw in enumerate(specs):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.finetune.builtin import BUILTIN_TASKS, builtin_task_names, package_dir
+from scalelab.finetune.builtin_tasks import BUILTIN_TASKS, builtin_task_names, package_dir
 from scalelab.finetune.conll import read_conll
 from scalelab.finetune.examples import Example, NerExample, TaskKind
 from scalelab.finetune.schemes import entity_types_of, iob2_labels, iob2_spans
