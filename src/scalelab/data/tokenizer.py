@@ -202,7 +202,7 @@ def load_tokenizer(directory: str | Path) -> Any:
     path = Path(directory)
     if not (path / "tokenizer.json").is_file():
         raise UserError(f"{path}: no tokenizer.json here; is it a scalelab dataset's tokenizer/?")
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
 
 def load_backend(directory: str | Path) -> Any:

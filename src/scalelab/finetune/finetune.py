@@ -122,17 +122,21 @@ class FinetuneConfig(Config):
 
 
 def resolve_model_dir(path: Path) -> Path:
-    """A scalelab run directory means its ``model/``; anything else must hold config.json."""
+    """A scalelab run directory means its ``model/``; anything else must hold config.json.
+    A directory that ships model code to run is refused here, before anything loads."""
+    from scalelab.models.hf import refuse_custom_code
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"model not found: {path}")
     if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if not (path / "config.json").is_file():
+        path = path / "model"
+    elif not (path / "config.json").is_file():
         raise UserError(
             f"{path} has no config.json (nor model/config.json): give a scalelab run directory "
             "or a Hugging Face checkpoint directory"
         )
+    refuse_custom_code(path)
     return path
 
 
@@ -186,7 +190,7 @@ def train_job(
     every ``eval_every`` steps (0: at the end); ``patience`` and ``restore_best`` are the
     early stopping and best-model settings; ``on_step_end(step)`` runs after each step.
     """
-    from scalelab.train.checkpoint import export_state_dict, restore_state_dict
+    from scalelab.train.checkpoint import restore_state_dict
     from scalelab.train.trainer import Evaluation, ModelIO, TrainJob
 
     return TrainJob(
@@ -207,11 +211,30 @@ def train_job(
             patience=patience,
             restore_best=restore_best,
         ),
-        io=ModelIO(export=export_state_dict, restore=restore_state_dict),
+        io=ModelIO(export=_export_state, restore=restore_state_dict),
         on_step_end=on_step_end,
         summary=dict(summary or {}),
         description=description,
     )
+
+
+def _export_state(model: Any, directory: Path) -> None:
+    """The trainer's export (checkpoints, ``best/``): the state dict, shareable."""
+    from scalelab.train.checkpoint import export_state_dict
+
+    export_state_dict(model, directory)
+    _share_files(directory)
+
+
+def _share_files(directory: Path) -> None:
+    """Give every file under ``directory`` the mode of the run's other outputs: the
+    weights come from safetensors (directly, or through transformers and PEFT), which
+    writes them 0600."""
+    from scalelab.utils.io import set_output_mode
+
+    for path in Path(directory).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            set_output_mode(path)
 
 
 @dataclass
@@ -233,6 +256,7 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path) -> dict[str, Any]:
     from scalelab.finetune.methods import apply_method
     from scalelab.train.metrics_log import write_summary
     from scalelab.train.trainer import Trainer
+    from scalelab.utils.io import ensure_dir
 
     cfg.check_runnable()
     run_dir = Path(run_dir)
@@ -271,7 +295,7 @@ def finetune(cfg: FinetuneConfig, run_dir: str | Path) -> dict[str, Any]:
         summary=_static_summary(cfg, prep, params),
         description=f"{cfg.method.method} {task.name}",
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(run_dir, "run directory")
     cfg.to_yaml(run_dir / "config.yaml")
     summary = Trainer(job).fit()
     # The best model, its evaluation on dev and test, saved for evaluate/infer.
@@ -301,16 +325,16 @@ def _check_same_config(cfg: FinetuneConfig, run_dir: Path) -> None:
 def _prepare(cfg: FinetuneConfig) -> _Prepared:
     """Load the task (its training subset), the tokenizer and the base model; tokenize."""
     import torch
-    from transformers import AutoTokenizer
 
     from scalelab.finetune.align import PadCollator
     from scalelab.finetune.methods import load_base_model
+    from scalelab.finetune.methods.io import load_model_tokenizer
 
     model_dir = resolve_model_dir(cfg.model)
     task = cfg.task.load_task()
     if cfg.train_fraction < 1.0:
         task = task.with_train_subset(max(1, round(cfg.train_fraction * len(task.train))))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_model_tokenizer(model_dir)
     print(f"task {task.name}: {task.summary()}")
     torch.manual_seed(cfg.seed)
     base = load_base_model(
@@ -430,5 +454,6 @@ def _save_model(cfg: FinetuneConfig, prep: _Prepared, tm: Any, run_dir: Path) ->
         "max_length": prep.max_len,
     }
     atomic_write_json(tmp / "scalelab_task.json", meta)
+    _share_files(tmp)
     shutil.rmtree(run_dir / "model", ignore_errors=True)
     os.replace(tmp, run_dir / "model")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import UserError
-from scalelab.utils.io import atomic_write_json, atomic_write_text, read_json
+from scalelab.utils.io import atomic_write_json, atomic_write_text, ensure_dir
 
 
 @dataclass
@@ -29,9 +29,9 @@ class LoadedRun:
 
 
 def load_run(run_dir: Path) -> LoadedRun:
-    from transformers import AutoTokenizer
-
     from scalelab.finetune.methods import load_task_model
+    from scalelab.finetune.methods.io import load_model_tokenizer, read_json_object
+    from scalelab.models.hf import refuse_custom_code
 
     model_dir = Path(run_dir) / "model"
     meta_path = model_dir / "scalelab_task.json"
@@ -39,12 +39,19 @@ def load_run(run_dir: Path) -> LoadedRun:
         raise UserError(
             f"{run_dir} is not a finished `scalelab finetune` run (no model/scalelab_task.json)"
         )
-    meta = read_json(meta_path)
+    meta = read_json_object(meta_path, ("kind", "labels", "max_length", "task"))
+    try:
+        kind, labels, max_length = meta["kind"], meta["labels"], int(meta["max_length"])
+        if kind not in ("ner", "classification") or not isinstance(meta["task"], dict):
+            raise ValueError(f"kind {kind!r}, task {meta['task']!r}")
+        if not isinstance(labels, list) or not labels or max_length < 1:
+            raise ValueError(f"labels {labels!r}, max_length {max_length}")
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{meta_path}: malformed ({exc})") from None
+    refuse_custom_code(model_dir)  # before anything loads from the run's files
     model = load_task_model(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    return LoadedRun(
-        model, tokenizer, meta["kind"], tuple(meta["labels"]), int(meta["max_length"]), meta["task"]
-    )
+    tokenizer = load_model_tokenizer(model_dir)
+    return LoadedRun(model, tokenizer, kind, tuple(labels), max_length, meta["task"])
 
 
 def _score_examples(run: LoadedRun, examples: Any, *, batch_size: int = 32) -> tuple[Any, float]:
@@ -95,8 +102,11 @@ def evaluate_run(
     from scalelab.finetune.perturb import parse_perturbations, perturb_task_split
     from scalelab.finetune.tasks import TaskConfig
 
+    if out is not None:
+        check_output_file(Path(out), "--out")
     run = load_run(run_dir)
-    task = TaskConfig.from_dict(run.task_config).load_task()
+    where = f"{Path(run_dir) / 'model' / 'scalelab_task.json'}: task."
+    task = TaskConfig.from_dict(run.task_config, where=where).load_task()
     examples = task.split(split)
     report, loss = _score_examples(run, examples)
     result: dict[str, Any] = {"split": split, "loss": loss, **report.to_dict()}
@@ -138,6 +148,14 @@ def evaluate_run(
     return result
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """An output file goes into a directory that exists (a mistyped path is not created)
+    and is not itself a directory; a one-line UserError otherwise, before any work."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    ensure_dir(path.parent, f"{flag} {path}: directory", create=False)
+
+
 def _read_lines(path: str) -> list[str]:
     if path == "-":
         text = sys.stdin.read()
@@ -166,6 +184,8 @@ def predict_text(
     from scalelab.finetune.examples import split_words
     from scalelab.finetune.schemes import iob2_spans
 
+    if output_path != "-":
+        check_output_file(Path(output_path), "--output")
     run = load_run(run_dir)
     lines = _read_lines(input_path)
     collate = PadCollator.for_tokenizer(run.tokenizer)

@@ -116,7 +116,9 @@ def bert_state_dict(model: BertPretrainingModel) -> dict[str, torch.Tensor]:
 
 def load_bert(directory: str | Path, cfg: ModelConfig) -> BertPretrainingModel:
     """A saved BERT (ours or any ``BertForPreTraining`` layout) as our pretraining model."""
-    model = BertPretrainingModel.from_pretrained(str(directory), config=bert_config(cfg))
+    model = BertPretrainingModel.from_pretrained(
+        str(directory), config=bert_config(cfg), trust_remote_code=False
+    )
     _share_decoder_bias(model)
     model.scalelab_config = cfg
     return model

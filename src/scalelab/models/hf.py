@@ -32,6 +32,7 @@ from scalelab.models.build import build_model, unwrap_model
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig
 from scalelab.models.config import ModelConfig
+from scalelab.utils.io import set_output_mode
 
 CONFIG_KEY = "scalelab_model"  # our ModelConfig, stored inside config.json for exact reloads
 WEIGHTS = "model.safetensors"
@@ -286,6 +287,7 @@ def save_hf(
     config.dtype = str(saved_dtype).removeprefix("torch.")
     config.save_pretrained(directory)
     save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
+    set_output_mode(directory / WEIGHTS)  # safetensors writes it 0600
     return directory
 
 
@@ -305,6 +307,13 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory}: no {WEIGHTS} (or sharded index) found")
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+
+
 def load_hf(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
     """A scalelab model and its config from a Hugging Face directory (ours or compatible).
 
@@ -315,10 +324,7 @@ def load_hf(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise UserError(f"{directory}: no config.json (not a Hugging Face model directory)")
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{config_path}: not valid JSON ({exc.msg})") from None
+    data = _read_json(config_path)
     cfg = model_config_from_hf(data, where=str(config_path))
     if not cfg.is_decoder:
         from scalelab.models.encoder import load_bert
@@ -332,3 +338,31 @@ def load_hf(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
         model.to(dtypes.pop())
     model.load_state_dict(ours, strict=True)
     return model, cfg
+
+
+# ====================================================================== shipped code
+
+# Files in which a Hugging Face directory can name Python classes of its own (``auto_map``:
+# ``modeling_*.py``, ``tokenization_*.py`` shipped next to the weights) for Transformers
+# to import.
+_CODE_MAPS = ("config.json", "tokenizer_config.json")
+
+
+def refuse_custom_code(directory: str | Path) -> None:
+    """A one-line :class:`UserError` when ``directory`` asks to run code it ships.
+
+    Transformers would otherwise ask on the terminal whether to run it (and run it on
+    "y"); scalelab loads every model with ``trust_remote_code=False`` and refuses such a
+    directory before loading anything from it.
+    """
+    directory = Path(directory)
+    for name in _CODE_MAPS:
+        path = directory / name
+        if not path.is_file():
+            continue
+        data = _read_json(path)
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise UserError(
+                f"{directory}: {name} names model code shipped with the model (auto_map); "
+                "scalelab never runs code shipped with a model"
+            )

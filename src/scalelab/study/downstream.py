@@ -2,7 +2,8 @@
 
 ``scalelab study finetune STUDY --task T --method M [--seeds 3]`` fine-tunes the final
 checkpoint of every finished rung (each seed an ordinary ``scalelab finetune`` run under
-``STUDY/downstream/<task>__<method>/<rung>/seed<k>/``, resumable, finished ones skipped),
+``STUDY/downstream/<task>__<method>/<rung>/seed<k>/``, resumable, finished ones skipped;
+a task from a file is ``<stem>-<path hash>__<method>``, see :attr:`StudyFinetuneConfig.key`),
 optionally evaluates robustness on perturbed test sets, and records dev/test metrics per
 rung in ``results.csv`` next to the pretraining results. ``scalelab study fit`` then fits,
 per task and method:
@@ -15,6 +16,7 @@ per task and method:
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,11 @@ import numpy as np
 
 from scalelab.config import Config
 from scalelab.errors import UserError
+from scalelab.finetune.builtin_tasks import builtin_task_names
 from scalelab.finetune.finetune import FinetuneConfig
 from scalelab.study.jobs import Job, finetune_done, finetune_job, run_jobs, scalelab_command
 from scalelab.study.study import Study
-from scalelab.utils.io import read_json
+from scalelab.utils.io import read_json, sha256_text
 
 DOWNSTREAM = "downstream"
 
@@ -84,10 +87,56 @@ class StudyFinetuneConfig(Config):
 
     @property
     def key(self) -> str:
-        """The directory of this task and method under ``STUDY/downstream/``."""
+        """The directory name of this task and method under ``STUDY/downstream/``.
+
+        A built-in task keeps its name (``wiki-topics__lora``). A task from a file is
+        named by a slug of the file's stem and a hash of its resolved path
+        (``mytask-1a2b3c4d__full``): the name never holds a path, so the directory stays
+        inside the study whatever the path (absolute, ``../``), and two files of the same
+        stem do not share one. :meth:`key_in` also finds a directory 0.1 named.
+        """
+        method = self.finetune.method.method
+        source = self._task_file()
+        if source is None:
+            return f"{self.finetune.task.task}__{method}"
+        slug = re.sub(r"[^a-z0-9]+", "-", source.stem.lower()).strip("-")[:40] or "task"
+        return f"{slug}-{sha256_text(str(source))[:8]}__{method}"
+
+    def key_in(self, downstream: Path) -> str:
+        """:attr:`key`, unless ``downstream`` holds a directory scalelab 0.1 named after the
+        bare file name for this same task (its ``spec.yaml`` says so): that one is kept."""
+        source = self._task_file()
+        if source is not None:
+            task = self.finetune.task
+            names = {source.stem} | ({task.task} if task.task and _plain_name(task.task) else set())
+            for name in sorted(names):
+                old = downstream / f"{name}__{self.finetune.method.method}"
+                if _spec_task_file(old / "spec.yaml") == source:
+                    return old.name
+        return self.key
+
+    def _task_file(self) -> Path | None:
+        """The task's data file, resolved (None for a built-in task)."""
         task = self.finetune.task
-        name = task.task or Path(str(task.train_file)).stem
-        return f"{name}__{self.finetune.method.method}"
+        if task.task is not None and task.task in builtin_task_names():
+            return None
+        return Path(str(task.task if task.task is not None else task.train_file)).resolve()
+
+
+def _plain_name(name: str) -> bool:
+    """Whether ``name`` is one path component (0.1 used such a task string as is)."""
+    return Path(name).name == name and name not in ("", ".", "..")
+
+
+def _spec_task_file(spec: Path) -> Path | None:
+    """The resolved task file of the ``study finetune`` spec at ``spec`` (None: none,
+    a built-in task, or a spec that does not load)."""
+    if not spec.is_file():
+        return None
+    try:
+        return StudyFinetuneConfig.load(spec)._task_file()
+    except (UserError, OSError, ValueError):
+        return None
 
 
 def run_dirs(study: Study, key: str, rung_id: str) -> list[Path]:
@@ -103,7 +152,8 @@ def finetune_study(study: Study, cfg: StudyFinetuneConfig) -> dict[str, str]:
     workers, threads = resolve_parallelism(
         RunConfig(workers=cfg.workers, threads=cfg.threads), study
     )
-    base = study.root / DOWNSTREAM / cfg.key
+    key = cfg.key_in(study.root / DOWNSTREAM)
+    base = study.root / DOWNSTREAM / key
     base.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(base / "spec.yaml")
     jobs: list[Job] = []
@@ -128,7 +178,7 @@ def finetune_study(study: Study, cfg: StudyFinetuneConfig) -> dict[str, str]:
             )
     if jobs:
         print(
-            f"fine-tuning {len(jobs)} run(s) on {cfg.key}: {workers} at a time, {threads} thread(s) each",
+            f"fine-tuning {len(jobs)} run(s) on {key}: {workers} at a time, {threads} thread(s) each",
             file=sys.stderr,
         )
         run_jobs(jobs, workers=workers, threads=threads, in_process=cfg.in_process)

@@ -23,7 +23,7 @@ from scalelab.config import Config
 from scalelab.errors import UserError
 from scalelab.finetune.finetune import FinetuneConfig
 from scalelab.study.jobs import Job, finetune_done, finetune_job, resolve_parallelism, run_jobs
-from scalelab.utils.io import atomic_write_json, read_json
+from scalelab.utils.io import atomic_write_json, ensure_dir, read_json
 
 
 def curve_finetune_defaults() -> FinetuneConfig:
@@ -90,8 +90,8 @@ def _run_dir(out: Path, method: str, frac: float, seed: int) -> Path:
 
 def label_curve(cfg: LabelCurveConfig, out: Path) -> dict[str, Any]:
     """Fine-tune every (method, fraction, seed) point resumably, then fit and report."""
-    out = Path(out)
     task = cfg.finetune.task.load_task()
+    out = ensure_dir(Path(out), "label-curve directory")
     n_train = len(task.train)
     workers, threads = resolve_parallelism(cfg.workers, cfg.threads, cpu=True)
     jobs: list[Job] = []

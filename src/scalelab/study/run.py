@@ -112,36 +112,52 @@ def _mark_failed(study: Study, rung: Rung, code: int) -> None:
 
 
 class _Progress:
-    """Study-level progress: rungs done, FLOPs done (chinchilla count), ETA."""
+    """Study-level progress: one bar over the FLOPs (chinchilla count) of the rungs to
+    train, the rungs finished, and one ETA: the FLOPs left over the FLOP rate of this
+    session, both live (a running rung's newest logged step, not its last checkpoint)."""
 
     def __init__(self, study: Study, todo: list[Rung], enabled: bool) -> None:
         self.study, self.todo = study, todo
         self.total = sum(r.flops["chinchilla"] for r in todo) or 1.0
         self.bar = None
         self.t0 = time.monotonic()
+        self.trained0 = 0.0
         if enabled:
             from tqdm.auto import tqdm
 
+            # No tqdm rate or remaining time: those would count rungs, unequal in cost.
             self.bar = tqdm(
-                total=len(todo), desc="study", unit="rung", dynamic_ncols=True, file=sys.stderr
+                total=self.total,
+                desc="study",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]",
             )
+            self.trained0 = self._tally()[1]  # resumed rungs' earlier work is not this rate
+
+    def _tally(self) -> tuple[int, float, float]:
+        """``(rungs finished, FLOPs trained, FLOPs left)`` over the rungs to train, now."""
+        finished, trained, left = 0, 0.0, 0.0
+        for r in self.todo:
+            status, frac = self.study.rung_progress(r)
+            flops = r.flops["chinchilla"]
+            trained += frac * flops
+            if status in ("completed", "failed"):
+                finished += 1
+            else:
+                left += (1.0 - frac) * flops
+        return finished, trained, left
 
     def update(self) -> None:
         if self.bar is None:
             return
-        done_rungs, done = 0, 0.0
-        for r in self.todo:
-            s = self.study.rung_summary(r) or {}
-            frac = s.get("step", 0) / max(1, s.get("total_steps", 1))
-            if s.get("status") in ("completed", "failed"):
-                done_rungs += 1
-                frac = 1.0
-            done += frac * r.flops["chinchilla"]
-        elapsed = time.monotonic() - self.t0
-        eta = elapsed * (self.total - done) / done if done > 0 else float("nan")
-        self.bar.n = done_rungs
+        finished, trained, left = self._tally()
+        rate = (trained - self.trained0) / max(time.monotonic() - self.t0, 1e-9)
+        eta = left / rate if rate > 0 else float("nan")
+        self.bar.n = self.total - left
         self.bar.set_postfix_str(
-            f"{done / self.total:5.1%} of {self.total:.2e} FLOPs, ETA {_hms(eta)}", refresh=False
+            f"{finished}/{len(self.todo)} rungs, {self.total:.2e} FLOPs, ETA {_hms(eta)}",
+            refresh=False,
         )
         self.bar.refresh()
 
@@ -159,7 +175,16 @@ def _hms(seconds: float) -> str:
 
 
 def run_study(study: Study, cfg: RunConfig) -> dict[str, str]:
-    """Train every pending rung of ``study``; return {rung id: final status}."""
+    """Train every pending rung of ``study``; return {rung id: final status}.
+
+    Holds the study's runner lock: a second runner on the same study is refused (UserError)
+    instead of starting the same rungs again.
+    """
+    with study.runner_lock():
+        return _run_pending(study, cfg)
+
+
+def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
     from scalelab.data.prepare import prepare
 
     base = study.plan.base
@@ -288,11 +313,11 @@ def status_text(study: Study) -> str:
     head = f"{'rung':<10}{'role':<8}{'status':<12}{'progress':>9}{'N':>11}{'D':>12}{'loss':>8}{'time':>8}"
     lines = [head, "-" * len(head)]
     total = done = 0.0
-    for r in rows:
+    for rung, r in zip(study.rungs, rows, strict=True):
         c = r[f"C_{conv}"] or 0.0
-        frac = r["step"] / max(1, r["total_steps"])
+        frac = study.rung_progress(rung)[1]  # live for a running rung
         total += c
-        done += c * (1.0 if r["status"] == "completed" else frac)
+        done += c * frac
         loss = f"{r['final_val_loss']:.4f}" if isinstance(r["final_val_loss"], float) else "–"
         t = f"{r['wall_time_s']:.0f}s" if r["wall_time_s"] else "–"
         lines.append(
@@ -312,9 +337,10 @@ def run_and_fit(study: Study, run_cfg: RunConfig, fit_cfg: Any) -> int:
     """``scalelab study run``: train the pending rungs, fit, report; 1 if a rung failed."""
     from scalelab.study.fit import describe_fit, fit_and_report
 
-    statuses = run_study(study, run_cfg)
+    with study.runner_lock():  # the fit too: one runner writes the study's fits and report
+        statuses = _run_pending(study, run_cfg)
+        summary = fit_and_report(study, fit_cfg)
     failed = [k for k, v in statuses.items() if v == "failed"]
-    summary = fit_and_report(study, fit_cfg)
     if summary is not None:
         print(describe_fit(summary))
     if failed:

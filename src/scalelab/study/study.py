@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -114,6 +115,32 @@ class Study:
         if s.get("status") == "running" and not _locked(self.rung_dir(rung)):
             return "interrupted"  # killed hard: resumable from its last checkpoint
         return str(s.get("status", "pending"))
+
+    def rung_progress(self, rung: Rung) -> tuple[str, float]:
+        """``(status, fraction of its steps done)``, live for a running rung: its newest
+        logged step in ``metrics.jsonl`` (its summary only moves at checkpoints)."""
+        from scalelab.train.metrics_log import last_logged_step
+
+        s = self.rung_summary(rung) or {}
+        status = self.rung_status(rung)
+        step, total = s.get("step"), s.get("total_steps")
+        step = step if isinstance(step, int) else 0
+        if status == "running":
+            step = max(step, last_logged_step(self.rung_dir(rung)) or 0)
+        if not isinstance(total, int):
+            total = math.ceil(rung.tokens / rung.batch_tokens)
+        return status, 1.0 if status == "completed" else min(1.0, step / max(1, total))
+
+    def runner_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held by ``study run`` while it trains (one runner per study; status and report
+        only read, and need no lock)."""
+        from scalelab.train.lock import dir_lock
+
+        return dir_lock(
+            self.root,
+            f"{self.root} is being run by another `scalelab study run`",
+            then=f"`scalelab study status {self.root}` shows its progress",
+        )
 
     # ------------------------------------------------------------------ results
     def result_rows(self) -> list[dict[str, Any]]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from scalelab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from scalelab.utils.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+)
 
 
 class MetricsLog:
@@ -53,3 +60,45 @@ class MetricsLog:
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     atomic_write_json(Path(run_dir) / "summary.json", summary)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """``summary.json`` of a run as it stands ({} when missing or unreadable)."""
+    try:
+        summary = read_json(Path(run_dir) / "summary.json")
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def last_logged_step(run_dir: Path, *, window: int = 8192) -> int | None:
+    """The step of the newest record in ``metrics.jsonl`` (None: nothing logged yet).
+
+    Reads the file from its end, a growing window at a time, so that a study polling a
+    long run every second does not parse its whole log; a torn last line is skipped.
+    """
+    try:
+        with open(Path(run_dir) / "metrics.jsonl", "rb") as fh:
+            return _last_step(fh, window)
+    except OSError:
+        return None
+
+
+def _last_step(fh: BinaryIO, window: int) -> int | None:
+    size = fh.seek(0, os.SEEK_END)
+    while True:
+        start = max(0, size - window)
+        fh.seek(start)
+        lines = fh.read(size - start).splitlines()
+        if start > 0:
+            lines = lines[1:]  # probably cut by the window
+        for line in reversed(lines):
+            try:
+                step = json.loads(line).get("step")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(step, int):
+                return step
+        if start == 0:
+            return None
+        window *= 4

@@ -141,6 +141,7 @@ def pretrain(
     from scalelab.models.hf import save_hf
     from scalelab.train import distributed as ddp
     from scalelab.train.trainer import Evaluation, ModelIO, Trainer, TrainJob
+    from scalelab.utils.io import ensure_dir
 
     run_dir = Path(run_dir)
     dataset_dir = Path(cfg.dataset) if cfg.dataset else prepare(cfg.data, root=cfg.data_root)
@@ -151,7 +152,7 @@ def pretrain(
     saved = load_run_config(run_dir)
     if saved is not None:
         _check_same(saved, cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(run_dir, "run directory")
     cfg.to_yaml(run_dir / "config.yaml")
     micro, grad_accum = _micro_batches(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     torch.manual_seed(cfg.seed)

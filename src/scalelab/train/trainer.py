@@ -38,15 +38,17 @@ from scalelab.train.checkpoint import (
     ExportFn,
     RestoreFn,
     export_state_dict,
-    latest_checkpoint,
+    fallback_facts,
     load_checkpoint,
+    remove_leftovers,
     restore_state_dict,
+    resume_latest,
     rng_state,
     save_checkpoint,
 )
 from scalelab.train.config import OptimConfig, RuntimeConfig
 from scalelab.train.lock import run_lock
-from scalelab.train.metrics_log import MetricsLog, write_summary
+from scalelab.train.metrics_log import MetricsLog, read_summary, write_summary
 from scalelab.train.schedule import lr_multiplier
 from scalelab.train.step import make_optimizer, train_step
 from scalelab.train.stop import StopFlag
@@ -235,6 +237,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.info = ddp.setup(self.job.runtime.device)
         with run_lock(self.run_dir) if self.info.is_main else contextlib.nullcontext():
+            if self.info.is_main:
+                remove_leftovers(self.run_dir)  # of writes killed midway, never finished
             self._setup()
             resumed = self.resume()
             self._started_at = time.time()  # of this session (a resumed run has a later one)
@@ -323,18 +327,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ the parts
     def resume(self) -> bool:
-        """Load the latest checkpoint (model, optimizer, RNG, state); False when there is none.
+        """Load the newest intact checkpoint (model, optimizer, RNG, state); False: none.
 
-        Without a checkpoint this seeds the RNG instead (dropout differs per rank).
+        Broken newer ones are skipped with a warning and recorded in the summary; when all
+        are broken this raises UserError. Without a checkpoint this seeds the RNG instead
+        (dropout differs per rank).
         """
         job, info = self.job, self.info
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
+        found = resume_latest(
+            self.run_dir,
+            lambda p: load_checkpoint(
+                p,
+                model=self.model,
+                optimizer=self.optimizer,
+                restore=job.io.restore,
+                rank=info.rank,
+            ),
+            warn=info.is_main,
+        )
+        self._facts.update(fallback_facts(read_summary(self.run_dir), found))
+        if found is None:
             torch.manual_seed(job.seed + info.rank)
             return False
-        saved = load_checkpoint(
-            ckpt, model=self.model, optimizer=self.optimizer, restore=job.io.restore, rank=info.rank
-        )
+        saved = found.state
         self.state = TrainState.from_dict(saved)
         if "tokens" not in saved:  # written before the count was kept: count again
             self.state.tokens = self._tokens_before(self.state.step)
@@ -393,7 +408,7 @@ class Trainer:
             bad = ", ".join(f"{k}={v}" for k, v in losses.items())
             raise TrainingFailed(
                 f"non-finite loss at step {step} ({bad}); lower the learning rate "
-                f"(lr={self.peak_lr}) or use --precision fp32"
+                f"(lr={self.peak_lr}) or use --runtime.precision fp32"
             )
         if job.on_step_end is not None:
             job.on_step_end(step)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scalelab.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -29,6 +31,32 @@ def _umask() -> int:
 # ordinary open() would have given them, so reports and checkpoints are shareable.
 _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
+
+
+def set_output_mode(path: str | Path) -> None:
+    """Give ``path`` the mode every other output has (what open()/mkdir() give under the
+    umask), for files a library wrote private (safetensors writes 0600)."""
+    os.chmod(path, _DIR_MODE if Path(path).is_dir() else _FILE_MODE)
+
+
+def ensure_dir(path: str | Path, what: str, *, create: bool = True) -> Path:
+    """``path`` as a directory to write into, created with its parents (unless ``create``
+    is false); a one-line :class:`UserError` when it is a file, does not exist (with
+    ``create`` false), cannot be created or is not writable. ``what`` names it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a directory")
+    if not path.exists():
+        if not create:
+            raise UserError(f"{what} {path} does not exist; create it first")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create {what} {path}: {exc.strerror or exc}") from None
+    # Checked now rather than failing with a traceback at the first file written in it.
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} is not writable")
+    return path
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -132,6 +160,8 @@ def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
         yield tmp
         for root, _dirs, files in os.walk(tmp):
             for name in files:
+                # Libraries write some files private (safetensors: 0600); outputs are umask-mode.
+                os.chmod(os.path.join(root, name), _FILE_MODE)
                 fd = os.open(os.path.join(root, name), os.O_RDONLY)
                 try:
                     os.fsync(fd)

@@ -41,7 +41,47 @@ from scalelab.finetune.methods.base import (
     quiet_transformers,
 )
 from scalelab.finetune.methods.config import MethodConfig
+from scalelab.models.hf import refuse_custom_code
 from scalelab.utils.io import read_json
+
+# What every task_model.json holds (load_task_model reads them all).
+_TASK_MODEL_KEYS = (
+    "method_config", "task_kind", "num_labels", "id2label", "label2id", "head_modules",
+    "extra_modules", "merged", "model_class", "base_model_path",
+)  # fmt: skip
+
+
+def read_json_object(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON object in ``path`` holding every key of ``keys``; a one-line
+    :class:`UserError` naming the file when it is not JSON, not an object or lacks one."""
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    require_keys(data, keys, path)
+    return data
+
+
+def require_keys(data: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
+    """A one-line :class:`UserError` naming ``path`` unless ``data`` holds every key."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise UserError(f"{path}: missing key(s) {', '.join(missing)}")
+
+
+def load_model_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved with a model directory, offline, never running shipped code."""
+    from transformers import AutoTokenizer
+
+    refuse_custom_code(path)
+    try:
+        return AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot load the tokenizer in {path}: {_first_line(exc)}") from None
 
 
 def load_base_model(
@@ -67,6 +107,7 @@ def load_base_model(
             f"{path} has no config.json, so it is not a Hugging Face checkpoint; give the "
             "directory that holds config.json and the weights (save_pretrained layout)"
         )
+    refuse_custom_code(path)
     from transformers import (
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
@@ -90,6 +131,7 @@ def load_base_model(
             model, info = auto.from_pretrained(
                 str(path),
                 local_files_only=True,
+                trust_remote_code=False,
                 dtype=dtype,
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,
@@ -97,8 +139,7 @@ def load_base_model(
             )
         except (OSError, ValueError, KeyError) as exc:
             kind = "token classification" if task_kind == "ner" else "sequence classification"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load {path} for {kind}: {first}") from None
+            raise UserError(f"cannot load {path} for {kind}: {_first_line(exc)}") from None
     head = head_module_names(model)
     new = set(info.get("missing_keys", ()))
     new.update(
@@ -122,18 +163,24 @@ def load_task_model(
     meta_path = directory / TASK_MODEL_FILE
     if not meta_path.is_file():
         raise UserError(f"{directory} is not a saved fine-tuned model (no {TASK_MODEL_FILE})")
-    meta = read_json(meta_path)
-    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    meta = read_json_object(meta_path)
+    if meta.get("format") != FORMAT or not _version_ok(meta.get("format_version", 0)):
         raise UserError(f"{meta_path}: not a task model this scalelab version can read")
+    require_keys(meta, _TASK_MODEL_KEYS, meta_path)
     cfg = MethodConfig.from_dict(meta["method_config"], where=f"{meta_path}: ")
     impl = cfg.build()
     task_kind = meta["task_kind"]
-    labels = {
-        "num_labels": int(meta["num_labels"]),
-        "id2label": {int(k): v for k, v in meta["id2label"].items()},
-        "label2id": {k: int(v) for k, v in meta["label2id"].items()},
-    }
-    head, extra = tuple(meta["head_modules"]), tuple(meta["extra_modules"])
+    try:
+        if task_kind not in ("ner", "classification"):
+            raise ValueError(f"task_kind {task_kind!r}")
+        labels = {
+            "num_labels": int(meta["num_labels"]),
+            "id2label": {int(k): v for k, v in meta["id2label"].items()},
+            "label2id": {k: int(v) for k, v in meta["label2id"].items()},
+        }
+        head, extra = _names(meta["head_modules"]), _names(meta["extra_modules"])
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{meta_path}: malformed ({exc})") from None
     common: dict[str, Any] = {
         "method_config": cfg,
         "impl": impl,
@@ -159,9 +206,32 @@ def load_task_model(
         )
     base = load_base_model(base_path, task_kind=task_kind, **labels)
     _check_class(base, meta, directory)
-    model = impl.load_weights(base, directory, meta, trained=head + extra, trainable=trainable)
+    try:
+        model = impl.load_weights(base, directory, meta, trained=head + extra, trainable=trainable)
+    except (KeyError, TypeError) as exc:  # the method's own entries of task_model.json
+        raise UserError(f"{meta_path}: malformed for the {cfg.method} method ({exc!r})") from None
     tm = TaskModel(model, base_model_path=str(base_path.resolve()), **common)
     return tm.train(trainable)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a library's (often multi-line) message, for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _version_ok(version: Any) -> bool:
+    try:
+        return int(version) <= FORMAT_VERSION
+    except (TypeError, ValueError):
+        return False
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of module names from task_model.json (a TypeError for anything else)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of module names, got {value!r}")
+    return tuple(value)
 
 
 def _check_class(model: nn.Module, meta: dict, directory: Path) -> None:

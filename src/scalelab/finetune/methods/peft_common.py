@@ -71,8 +71,13 @@ class PeftMethod(FinetuneMethod):
                 # AdaLoRA reloads already pruned to its rank pattern; PEFT still warns that the
                 # pattern's keys (named ...lora_E) match no module. Checked by the tests.
                 warnings.filterwarnings("ignore", "The following rank_pattern keys", RuntimeWarning)
+                # PEFT never imports code from an adapter directory; said explicitly all
+                # the same, as every load of a user-given directory does.
                 model = peft.PeftModel.from_pretrained(
-                    base, str(directory), is_trainable=trainable and not self.prompt_learning
+                    base,
+                    str(directory),
+                    is_trainable=trainable and not self.prompt_learning,
+                    trust_remote_code=False,
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"cannot load the {self.name} weights in {directory}: {exc}") from None
