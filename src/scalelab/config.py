@@ -68,8 +68,9 @@ class Config:
     def from_dict(cls, data: dict[str, Any], *, where: str = "") -> Self:
         """Build from a nested dict, coercing values; unknown keys are errors."""
         if not isinstance(data, dict):
+            # ``where`` is a key prefix ("runtime.", "FILE: "): name the key, not the prefix.
             raise UserError(
-                f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}"
+                f"{where.rstrip('. :') or cls.__name__}: expected a mapping, got {type(data).__name__}"
             )
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls) if f.init]
@@ -95,8 +96,8 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        """Read a YAML or JSON file."""
-        return cls.from_dict(read_config_file(path))
+        """Read a YAML or JSON file (errors name it: a saved run's config.yaml, say)."""
+        return cls.from_dict(read_config_file(path), where=f"{path}: ")
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated again)."""
@@ -137,6 +138,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (a YAML or JSON config was expected)") from None
+    except RecursionError:  # a hostile file: [[[[...]]]] nested beyond the parser's stack
+        raise UserError(f"{path}: not valid YAML/JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data
@@ -281,8 +284,9 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _unknown_key(where: str, key: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=1)
+def _unknown_key(where: str, key: Any, names: list[str]) -> str:
+    # A YAML key may be a number or null (``1: 2``); difflib needs text.
+    close = difflib.get_close_matches(str(key), names, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
     return f"unknown config key '{where}'{hint}"
 
@@ -378,7 +382,10 @@ def _coerce_sequence(value: Any, origin: Any, args: tuple[Any, ...], where: str)
 def _coerce_mapping(value: Any, args: tuple[Any, ...], where: str) -> dict[Any, Any]:
     """A dict, its keys and values coerced; text is parsed as YAML."""
     if isinstance(value, str):
-        value = yaml.safe_load(value)
+        try:
+            value = yaml.safe_load(value)
+        except (yaml.YAMLError, RecursionError):
+            raise UserError(f"{where}: expected a mapping, got {value!r}") from None
     if not isinstance(value, dict):
         raise UserError(f"{where}: expected a mapping, got {value!r}")
     key_tp, val_tp = args if args else (Any, Any)
@@ -438,7 +445,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not YAML: the text itself
         value = raw
     return key.strip(), value
 

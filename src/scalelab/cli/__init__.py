@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from scalelab import __version__
-from scalelab.cli.flags import Formatter
+from scalelab.cli.flags import Formatter, Parser, accept_negative_numbers
 from scalelab.errors import exit_code_for
 from scalelab.utils.env import quiet_threads_env
 
@@ -45,12 +45,13 @@ Every subcommand has --help with an example. Errors in the input print one line 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``scalelab`` parser (every command module registered)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="scalelab",
         description="Pretrain ladders of Transformer LMs, fit scaling laws, fine-tune, report.",
         epilog=EPILOG,
         formatter_class=Formatter,
     )
+    accept_negative_numbers(parser)
     parser.add_argument("--version", action="version", version=f"scalelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import types
 from pathlib import Path
@@ -40,9 +41,42 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
+# A negative number, or a comma list of numbers starting with one, in any float spelling
+# (``-1e9``, ``-2.5E-3``, ``-1_000``, ``-1e20,1e21``). argparse's own pattern has no exponent
+# and no lists, so it took ``--n -1e9`` for a flag and said "expected one argument" before
+# the value could reach the config's validation.
+_NUMBER = r"(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?"
+NEGATIVE_NUMBER = re.compile(rf"^-{_NUMBER}(?:,\s*[-+]?{_NUMBER})*$")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with scalelab's error format: one line, ``scalelab: error: ...``,
+    exit 2 (argparse prints its usage block first; the usage stays in ``--help``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"scalelab: error: {self.prog}: {message}\n")
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0 (workers, threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def accept_negative_numbers(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Let ``parser`` read ``-1e9`` as a value (no scalelab flag looks like a number)."""
+    parser._negative_number_matcher = NEGATIVE_NUMBER
+    return parser
+
+
 def subparser(sub: argparse._SubParsersAction, name: str, *, help: str, example: str, **kw):  # noqa: A002
     """Add a subcommand whose --help ends with a usage example."""
-    return sub.add_parser(
+    parser = sub.add_parser(
         name,
         help=help,
         description=help,
@@ -50,6 +84,7 @@ def subparser(sub: argparse._SubParsersAction, name: str, *, help: str, example:
         formatter_class=Formatter,
         **kw,
     )
+    return accept_negative_numbers(parser)
 
 
 def deprecated(old: str, new: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from scalelab.cli.finetune import add_shortcuts
-from scalelab.cli.flags import add_config_arguments, config_from_args, subparser
+from scalelab.cli.flags import add_config_arguments, config_from_args, count, subparser
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,9 @@ def _register_demo_and_plan(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--out", type=Path, default=None, help="study directory (default: runs/demo[-PRESET])"
     )
-    demo.add_argument("--workers", type=int, default=0, help="rungs trained at once (0: automatic)")
+    demo.add_argument(
+        "--workers", type=count, default=0, help="rungs trained at once (0: automatic)"
+    )
     demo.set_defaults(func=_demo)
 
     plan = subparser(
@@ -54,7 +56,10 @@ def _register_demo_and_plan(sub: argparse._SubParsersAction) -> None:
         "--probe", action="store_true", help="measure throughput to estimate wall times"
     )
     plan.add_argument(
-        "--workers", type=int, default=0, help="rungs that will train at once (for time estimates)"
+        "--workers",
+        type=count,
+        default=0,
+        help="rungs that will train at once (for time estimates)",
     )
     add_config_arguments(plan, PlanConfig)
     plan.set_defaults(func=_plan)

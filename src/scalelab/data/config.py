@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Literal
 
@@ -62,8 +63,12 @@ class DataConfig(Config):
             raise UserError(
                 f"weights: {len(self.weights)} weights for {len(self.sources)} sources; give one per source"
             )
-        if any(w < 0 for w in self.weights) or (self.weights and sum(self.weights) <= 0):
-            raise UserError(f"weights must be >= 0 with a positive sum, got {list(self.weights)}")
+        # ``not 0 <= w < inf`` also catches nan, which compares false with everything.
+        bad = any(not 0 <= w < math.inf for w in self.weights)
+        if bad or (self.weights and sum(self.weights) <= 0):
+            raise UserError(
+                f"weights must be finite and >= 0 with a positive sum, got {list(self.weights)}"
+            )
         if self.vocab_size < 8:
             raise UserError(f"vocab_size must be at least 8, got {self.vocab_size}")
         if self.vocab_size > 2**32:

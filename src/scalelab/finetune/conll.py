@@ -26,6 +26,7 @@ from typing import Literal
 from scalelab.errors import UserError
 from scalelab.finetune.examples import NerExample
 from scalelab.finetune.schemes import canonical_scheme, check_tag, detect_scheme, to_iob2
+from scalelab.finetune.textcls import check_encoding
 
 _SPACES = re.compile(r"[ \t]+")
 Delimiter = Literal["auto", "tab", "whitespace"]
@@ -64,6 +65,7 @@ class ConllFile:
 
 
 def _read_text(path: Path, encoding: str) -> str:
+    check_encoding(encoding)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     try:

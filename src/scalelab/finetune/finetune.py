@@ -103,6 +103,10 @@ class FinetuneConfig(Config):
             raise UserError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.evals_per_epoch < 1:
             raise UserError("evals_per_epoch must be >= 1")
+        for name in ("patience", "stride", "max_examples_per_eval"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UserError(f"{name} must be >= 0, got {value}")
 
     def check_runnable(self) -> None:
         """The checks a template config (``study finetune``, ``labelcurve``) may defer."""

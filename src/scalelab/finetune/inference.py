@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import UserError
-from scalelab.utils.io import atomic_write_json, atomic_write_text, ensure_dir
+from scalelab.utils.io import atomic_write_json, atomic_write_text, check_output_file
 
 
 @dataclass
@@ -146,14 +146,6 @@ def evaluate_run(
             )
     atomic_write_json(out or Path(run_dir) / f"eval_{split}.json", result)
     return result
-
-
-def check_output_file(path: Path, flag: str) -> None:
-    """An output file goes into a directory that exists (a mistyped path is not created)
-    and is not itself a directory; a one-line UserError otherwise, before any work."""
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name")
-    ensure_dir(path.parent, f"{flag} {path}: directory", create=False)
 
 
 def _read_lines(path: str) -> list[str]:

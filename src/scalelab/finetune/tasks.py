@@ -32,7 +32,7 @@ from scalelab.finetune.builtin_tasks import BUILTIN_TASKS, builtin_task_names, p
 from scalelab.finetune.conll import read_conll
 from scalelab.finetune.examples import Example, NerExample, TaskKind
 from scalelab.finetune.schemes import entity_types_of, iob2_labels, iob2_spans
-from scalelab.finetune.textcls import read_classification_file
+from scalelab.finetune.textcls import check_encoding, read_classification_file
 
 SPLITS = ("train", "dev", "test")
 
@@ -308,6 +308,7 @@ def load_task(
     split, or (unless ``drop_unseen_labels``) a dev/test label never seen in training.
     """
     _check_load_arguments(dev_fraction, test_fraction, max_examples, kind)
+    check_encoding(encoding)
     files = {"train": train_file, "dev": dev_file, "test": test_file}
     notes: list[str] = []
     given: dict[str, tuple[Example, ...]] = {}
@@ -337,6 +338,7 @@ def load_task(
     else:
         types = ()
         labels = tuple(sorted({ex.label for ex in splits["train"]}))  # type: ignore[union-attr]
+        _check_classes(labels, name)
     return Task(
         name=name,
         kind=kind,
@@ -350,6 +352,17 @@ def load_task(
         notes=tuple(notes),
         seed=seed,
     )
+
+
+def _check_classes(labels: tuple[str, ...], name: str) -> None:
+    """A classifier trained on one class learns nothing and scores accuracy 1.0 on a test
+    split of that class: refuse it rather than report that."""
+    if len(labels) < 2:
+        found = f"only the class '{labels[0]}'" if labels else "no class"
+        raise UserError(
+            f"task '{name}': the training split has {found}; a classification task needs at "
+            "least 2 classes (check the label field/column of the data)"
+        )
 
 
 def _check_load_arguments(
@@ -478,6 +491,7 @@ class TaskConfig(Config):
         from scalelab.finetune.schemes import canonical_scheme
 
         canonical_scheme(self.scheme)
+        check_encoding(self.encoding)
         for name in ("dev_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -7,6 +7,7 @@ label, or a line that is not JSON is an error naming the file and line.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -16,7 +17,25 @@ from scalelab.errors import UserError
 from scalelab.finetune.examples import TextExample
 
 
+def check_encoding(encoding: str) -> None:
+    """Raise :class:`UserError` unless Python knows the text encoding ``encoding``.
+
+    Reading with an unknown one raises ``LookupError``, which is no user-facing error.
+    """
+    try:
+        # Codecs such as base64 or rot13 are found but read no text files either.
+        known = getattr(codecs.lookup(encoding), "_is_text_encoding", True)
+    except (LookupError, TypeError, ValueError):
+        known = False
+    if not known:
+        raise UserError(
+            f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8, "
+            "latin-1 or cp1252"
+        )
+
+
 def _open_text(path: Path, encoding: str) -> str:
+    check_encoding(encoding)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     try:

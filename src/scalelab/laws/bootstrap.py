@@ -31,7 +31,7 @@ import numpy as np
 from scalelab.errors import UserError
 from scalelab.laws.fits import LawFit, interval_from_samples, select_points
 from scalelab.laws.optim import MAX_ITER, NOT_FINITE, batched_lbfgs, single_threaded_blas
-from scalelab.laws.results import Allocation, Interval, Result, register
+from scalelab.laws.results import Allocation, Interval, Result, check_level, register
 from scalelab.laws.table import RunTable
 
 
@@ -62,6 +62,13 @@ class BootstrapResult(Result):
     """Full-fit log-residuals (observed - predicted), drawn for prediction intervals."""
     allocation: Allocation | None = None
     seconds: float = math.nan
+
+    def check(self, where: str, path: str = "") -> None:
+        """Every parameter's samples come from the same resamples: equal lengths."""
+        lengths = {len(v) for v in self.samples.values()}
+        if len(lengths) > 1:
+            at = f"{where}: key '{path + '.' if path else ''}samples'"
+            raise UserError(f"{at}: the parameters have different numbers of samples")
 
     def se(self, name: str) -> float:
         return self.intervals[name].se
@@ -135,8 +142,7 @@ def bootstrap(
     table = _with_group(table, group)
     if n < 2:
         raise UserError(f"bootstrap needs at least 2 resamples, got {n}")
-    if not 0 < level < 1:
-        raise UserError(f"level must be between 0 and 1, got {level}")
+    check_level(level)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     if isinstance(fit_fn, LawFit):
@@ -329,6 +335,7 @@ def prediction_intervals(
     if not isinstance(boot, BootstrapResult) or not boot.theta_samples:
         raise UserError("prediction intervals need a fit with a bootstrap (run with --bootstrap N)")
     lvl = boot.level if level is None else level
+    check_level(lvl)
     data = fit.inputs(N=N, D=D, C=C, x=x)
     est = fit.law.predict(np.asarray(fit.theta), data)
     thetas = np.asarray(boot.theta_samples)

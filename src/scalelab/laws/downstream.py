@@ -30,7 +30,7 @@ from scalelab.laws.bootstrap import BootstrapResult, batched_refit, bootstrap, r
 from scalelab.laws.chinchilla import fit_chinchilla
 from scalelab.laws.fits import LawFit, interval_from_samples
 from scalelab.laws.powerlaw import fit_power_law
-from scalelab.laws.results import Interval, Result, register
+from scalelab.laws.results import Interval, Result, check_level, register
 from scalelab.laws.table import RunTable, table_from_arrays
 
 
@@ -413,6 +413,7 @@ class LabelEfficiency(Result):
         if self.bootstrap is None:
             return Interval(estimate=point, lo=math.nan, hi=math.nan)
         lvl = self.bootstrap.level if level is None else level
+        check_level(lvl)
         draws = self._needed(target, {k: np.asarray(v) for k, v in self.bootstrap.samples.items()})
         q = (1 - lvl) / 2
         # Percentiles over all draws: an unreachable target in a resample counts as inf;

@@ -142,6 +142,10 @@ def run_fit(cfg: FitConfig) -> tuple[Any, str]:
     from scalelab.laws.isoflop import IsoFLOPWarning, fit_isoflop
     from scalelab.laws.powerlaw import fit_custom, fit_kaplan, fit_power_law
 
+    if cfg.out is not None:
+        from scalelab.utils.io import check_output_file
+
+        check_output_file(cfg.out, "--out", example="fit.json")  # before the fit: it may take long
     table = cfg.read_table()
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as record:
@@ -213,16 +217,16 @@ def format_allocation(alloc: Any) -> str:
 
 
 def read_fit_json(path: Path) -> tuple[Any, dict[str, Any]]:
-    """(result, raw JSON) of a saved fit."""
-    from scalelab.laws.results import result_from_dict
+    """(result, raw JSON) of a saved fit, its shape checked: a missing key, a value of the
+    wrong type or an inconsistent law is a UserError naming the file and the key."""
+    from scalelab.laws.results import read_fit_file, result_from_dict
 
-    if not Path(path).is_file():
-        raise UserError(f"fit file not found: {path}")
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    return result_from_dict(raw, where=str(path)), raw
+    raw = read_fit_file(path)
+    fit = result_from_dict(raw, where=str(path))
+    spec = raw.get("table_spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise UserError(f"{path}: key 'table_spec': expected an object, got {type(spec).__name__}")
+    return fit, raw
 
 
 def is_fit_json(path: str | Path) -> bool:
@@ -232,7 +236,7 @@ def is_fit_json(path: str | Path) -> bool:
         return False
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+    except (ValueError, RecursionError, OSError):  # not JSON (UnicodeDecodeError included)
         return False
     return isinstance(raw, dict) and "form" in raw
 
@@ -253,8 +257,18 @@ class PredictConfig(Config):
     """Interval level (default: the bootstrap's)."""
 
     def validate(self) -> None:
+        from scalelab.laws.results import check_level
+
         if not (self.n or self.d or self.c):
             raise UserError("predict needs --n, --d and/or --c values")
+        for flag, values in (("n", self.n), ("d", self.d), ("c", self.c)):
+            bad = [v for v in values if not (v > 0 and math.isfinite(v))]
+            if bad:
+                raise UserError(
+                    f"--{flag}: {flag.upper()} must be positive and finite, got {bad[0]:g}"
+                )
+        if self.level is not None:
+            check_level(self.level, "--level")
 
 
 def run_predict(cfg: PredictConfig) -> tuple[dict[str, Any], str]:
@@ -304,10 +318,13 @@ class OptimalConfig(Config):
     """Interval level (intervals need a fit with a bootstrap)."""
 
     def validate(self) -> None:
+        from scalelab.laws.results import check_level
+
         if not self.compute:
             raise UserError("optimal needs --compute C (FLOPs; comma-separated for several)")
         if any(not (c > 0 and math.isfinite(c)) for c in self.compute):
             raise UserError(f"--compute values must be positive, got {list(self.compute)}")
+        check_level(self.level, "--level")
 
 
 def run_optimal(cfg: OptimalConfig) -> tuple[Any, str]:
@@ -341,7 +358,7 @@ def run_plot(cfg: PlotConfig) -> tuple[list[Path], str]:
         spec["table"] = str(cfg.table)
     table = None
     if spec.get("table"):
-        table = TableConfig.from_dict(spec).read_table()
+        table = TableConfig.from_dict(spec, where=f"{cfg.path}: table_spec.").read_table()
     written: list[Path] = []
     out = Path(cfg.out)
 

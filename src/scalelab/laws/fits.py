@@ -26,6 +26,7 @@ from scalelab.laws.forms import (
     PARAMETRIC_FORMS,
     LawForm,
     make_form,
+    saved_law_problem,
 )
 from scalelab.laws.optim import (
     STATUS_TEXT,
@@ -34,8 +35,8 @@ from scalelab.laws.optim import (
     polish,
     single_threaded_blas,
 )
-from scalelab.laws.results import Allocation, Interval, Result, register
-from scalelab.laws.table import RunTable
+from scalelab.laws.results import Allocation, Interval, Result, check_level, register
+from scalelab.laws.table import RunTable, derive_missing
 
 
 class FitWarning(UserWarning):
@@ -113,6 +114,17 @@ class LawFit(Result):
     bootstrap: Result | None = None
     """A :class:`~scalelab.laws.bootstrap.BootstrapResult`, when one was run."""
 
+    def check(self, where: str, path: str = "") -> None:
+        """A fit read from a file must describe its law consistently (or predict and
+        optimal would fail deep inside numpy on an edited file)."""
+        at = f"{where}: key '{path + '.' if path else ''}"
+        try:
+            problem = saved_law_problem(self.law, self)
+        except UserError as exc:  # the spec does not rebuild a law
+            raise UserError(f"{at}spec': {exc.message}") from None
+        if problem is not None:
+            raise UserError(f"{at}{problem[0]}': {problem[1]}")
+
     # ------------------------------------------------------------------ evaluation
     @functools.cached_property
     def law(self) -> LawForm:
@@ -139,14 +151,16 @@ class LawFit(Result):
         if arrs:
             shape = np.broadcast_shapes(*(a.shape for a in arrs.values()))
             arrs = {k: np.broadcast_to(a, shape).ravel() for k, a in arrs.items()}
-        k = self.flops_per_nd
-        if k is not None:
-            if "C" not in arrs and "N" in arrs and "D" in arrs:
-                arrs["C"] = k * arrs["N"] * arrs["D"]
-            if "D" not in arrs and "N" in arrs and "C" in arrs:
-                arrs["D"] = arrs["C"] / (k * arrs["N"])
-            if "N" not in arrs and "D" in arrs and "C" in arrs:
-                arrs["N"] = arrs["C"] / (k * arrs["D"])
+        derived = None if self.flops_per_nd is None else derive_missing(arrs, self.flops_per_nd)
+        if derived is not None:
+            role, values, formula = derived
+            others = list(arrs.values())
+            arrs[role] = values
+            bad = np.flatnonzero(~np.isfinite(values) & np.isfinite(others).all(axis=0))
+            if bad.size:  # N = D = 1e300: C overflows
+                i = int(bad[0])
+                at = ", ".join(f"{v}={a[i]:.4g}" for v, a in arrs.items() if v != role)
+                raise UserError(f"values out of range: {role} = {formula} overflows at {at}")
         missing = [v for v in self.variables if v not in arrs]
         if missing:
             raise UserError(
@@ -323,6 +337,7 @@ def select_points(
     table.require(*form.variables, what=f"the {form.name} law")
     table, dropped = table.drop_highest(drop_highest)
     table.require_points(form.n_params, f"the {form.name} law")
+    table.require_distinct(form.variables, form.n_params, f"the {form.name} law")
     w = table.weights if weights is None else np.asarray(weights, dtype=np.float64)
     if w is not None:
         if w.shape != (len(table),):
@@ -557,6 +572,7 @@ def _correlations(
 
 def interval_from_samples(samples: np.ndarray, estimate: float, level: float) -> Interval:
     """Percentile interval of finite samples around ``estimate``."""
+    check_level(level)
     s = np.asarray(samples, dtype=np.float64)
     s = s[np.isfinite(s)]
     if s.size == 0:

@@ -321,7 +321,55 @@ def make_form(name: str, spec: Mapping[str, Any] | None = None) -> LawForm:
     factory = _FORMS.get(name)
     if factory is None:
         raise UserError(f"unknown law form {name!r}; known: {', '.join(_FORMS)}")
+    if spec is not None and not isinstance(spec, Mapping):
+        raise UserError(f"the spec of a {name} law must be a mapping, got {type(spec).__name__}")
     spec = dict(spec or {})
     if "bounds" in spec:
-        spec["bounds"] = {k: tuple(v) for k, v in spec["bounds"].items()}
-    return factory(**spec)
+        spec["bounds"] = _bounds_from_spec(spec["bounds"])
+    try:
+        return factory(**spec)
+    except TypeError as exc:  # e.g. an expression that is not text
+        raise UserError(f"the spec of a {name} law is not understood: {exc}") from None
+
+
+def saved_law_problem(law: LawForm, fit: Any) -> tuple[str, str] | None:
+    """The first way a saved fit disagrees with its rebuilt ``law``: ``(key, what is
+    wrong)``, or None. ``fit`` is a :class:`~scalelab.laws.fits.LawFit` read from a file."""
+    theta, names = tuple(fit.theta), tuple(fit.theta_names)
+    if names != law.theta_names:
+        return "theta_names", f"the {law.name} law's parameters are {', '.join(law.theta_names)}"
+    if len(theta) != law.n_params:
+        return "theta", f"the {law.name} law has {law.n_params} parameters, not {len(theta)}"
+    if not all(math.isfinite(t) for t in theta):
+        return "theta", f"every value must be finite, got {list(theta)}"
+    if tuple(fit.variables) != law.variables:
+        return "variables", f"the {law.name} law is in {', '.join(law.variables)}"
+    absent = [k for k in law.to_public(np.asarray(theta)) if k not in fit.params]
+    if absent:
+        return "params", f"missing {', '.join(map(repr, absent))}"
+    k = fit.flops_per_nd
+    if k is not None and not (math.isfinite(k) and k > 0):
+        return "flops_per_nd", f"must be a positive number or null, got {k}"
+    if any(len(t) != law.n_params for t in getattr(fit.bootstrap, "theta_samples", ())):
+        return "bootstrap.theta_samples", f"every sample needs {law.n_params} values"
+    samples = getattr(fit.bootstrap, "samples", None) or {}
+    absent = [k for k in fit.params if samples and k not in samples]
+    if absent:
+        return "bootstrap.samples", f"missing {', '.join(map(repr, absent))}"
+    return None
+
+
+def _bounds_from_spec(bounds: Any) -> dict[str, tuple[float, float]]:
+    """A custom law's saved bounds ``{name: [lo, hi]}`` as tuples (UserError otherwise)."""
+    ok = isinstance(bounds, Mapping) and all(
+        isinstance(v, list | tuple)
+        and len(v) == 2
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        for v in bounds.values()
+    )
+    if not ok:
+        raise UserError(
+            "the custom law's 'bounds' must map each parameter to [lo, hi], got "
+            f"{type(bounds).__name__} {str(bounds)[:40]!r}"
+        )
+    return {str(k): (float(v[0]), float(v[1])) for k, v in bounds.items()}

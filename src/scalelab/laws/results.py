@@ -64,18 +64,45 @@ class Result:
         return json_safe(out)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
+    def from_dict(cls, data: dict[str, Any], *, where: str = "", path: str = "") -> Self:
+        """Rebuild from parsed JSON; a missing key, a value of the wrong type or an
+        inconsistent result is a :class:`UserError` naming ``where`` (the file) and the key
+        (``path``: the dotted key of this result inside the file, empty at the top)."""
+        where = where or cls.__name__
         if not isinstance(data, dict):
-            raise UserError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+            raise UserError(
+                f"{_at(where, path)}: expected a JSON object, got {type(data).__name__}"
+            )
         hints = _hints(cls)
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name in data:
-                kwargs[f.name] = _load(data[f.name], hints[f.name], f"{cls.__name__}.{f.name}")
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        missing = [
+            f.name
+            for f in fields
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            keys = ", ".join(f"'{_join(path, m)}'" for m in missing)
+            raise UserError(
+                f"{where}: missing key{'s' if len(missing) > 1 else ''} {keys} of a {cls.kind} "
+                "result (the file is incomplete or was edited)"
+            )
+        kwargs = {
+            f.name: _load(data[f.name], hints[f.name], where, _join(path, f.name))
+            for f in fields
+            if f.name in data
+        }
         try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise UserError(f"{cls.__name__}: {exc}") from None
+            obj = cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{_at(where, path)}: {exc}") from None
+        obj.check(where, path)
+        return obj
+
+    def check(self, where: str, path: str = "") -> None:
+        """Raise :class:`UserError` if a result read from a file is inconsistent (values of
+        the right types that do not fit together); ``from_dict`` calls it."""
 
     def to_json(self, *, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -96,42 +123,68 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _load(value: Any, tp: Any, where: str) -> Any:
-    """Rebuild ``value`` (parsed JSON) as the annotated type ``tp``."""
+def _join(path: str, key: str) -> str:
+    """The dotted key ``key`` below ``path`` (list positions are already ``[i]``)."""
+    return f"{path}.{key}" if path and not key.startswith("[") else f"{path}{key}"
+
+
+def _at(where: str, path: str) -> str:
+    """``fit.json: key 'diagnostics.converged'`` (or just the file at the top)."""
+    return f"{where}: key '{path}'" if path else where
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: a tampered file can hold a huge list where a number goes."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _load(value: Any, tp: Any, where: str, path: str = "") -> Any:
+    """Rebuild ``value`` (parsed JSON) as the annotated type ``tp`` (``path``: its key)."""
     origin, args = get_origin(tp), get_args(tp)
+    at = _at(where, path)
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
-                return _load(value, arg, where)
-            except (UserError, TypeError, ValueError):
-                continue
-        raise UserError(f"{where}: cannot read {value!r}")
+                return _load(value, arg, where, path)
+            except UserError as exc:
+                errors.append(exc.message)
+        raise UserError(errors[0] if errors else f"{at}: cannot read {_short(value)}")
     if isinstance(tp, type) and issubclass(tp, Result):
         if not isinstance(value, dict):
-            raise UserError(f"{where}: expected an object")
-        sub = _REGISTRY.get(value.get("form", ""), tp)
+            raise UserError(f"{at}: expected an object, got {_short(value)}")
+        sub = _REGISTRY.get(value.get("form", ""), tp) if isinstance(value.get("form"), str) else tp
         if not issubclass(sub, tp):
             sub = tp
-        return sub.from_dict(value)
+        return sub.from_dict(value, where=where, path=path)
     if origin is tuple:
         if not isinstance(value, list):
-            raise UserError(f"{where}: expected a list")
+            raise UserError(f"{at}: expected a list, got {_short(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_load(v, args[0], where) for v in value)
+            return tuple(_load(v, args[0], where, f"{path}[{i}]") for i, v in enumerate(value))
         if args and len(args) != len(value):
-            raise UserError(f"{where}: expected {len(args)} values")
-        return tuple(_load(v, t, where) for v, t in zip(value, args or [Any] * len(value)))
+            raise UserError(f"{at}: expected {len(args)} values, got {len(value)}")
+        types_ = args or (Any,) * len(value)
+        return tuple(
+            _load(v, t, where, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, types_))
+        )
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{where}: expected an object")
+            raise UserError(f"{at}: expected an object, got {_short(value)}")
         _, vt = args if args else (Any, Any)
-        return {str(k): _load(v, vt, where) for k, v in value.items()}
+        return {str(k): _load(v, vt, where, _join(path, str(k))) for k, v in value.items()}
+    return _load_scalar(value, tp, at)
+
+
+def _load_scalar(value: Any, tp: Any, at: str) -> Any:
+    """A float (``"inf"``/``"nan"`` text and null for nan allowed), int, bool or str."""
     if tp is float:
         if value is None:
             return math.nan
@@ -139,23 +192,29 @@ def _load(value: Any, tp: Any, where: str) -> Any:
             return float(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise UserError(f"{where}: expected a number, got {value!r}")
+        raise UserError(f"{at}: expected a number, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise UserError(f"{where}: expected an integer, got {value!r}")
+        raise UserError(f"{at}: expected an integer, got {_short(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"{where}: expected true/false, got {value!r}")
+        raise UserError(f"{at}: expected true/false, got {_short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise UserError(f"{where}: expected text, got {value!r}")
+        raise UserError(f"{at}: expected text, got {_short(value)}")
     return value
 
 
 # ====================================================================== shared results
+
+
+def check_level(level: float, what: str = "level") -> None:
+    """Raise :class:`UserError` unless ``level`` is an interval level in (0, 1)."""
+    if not 0 < level < 1:  # also nan
+        raise UserError(f"{what} must be between 0 and 1 (e.g. 0.95), got {level}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,20 +275,28 @@ def result_from_dict(data: dict[str, Any], *, where: str = "fit") -> Result:
     if not isinstance(data, dict) or "form" not in data:
         raise UserError(f"{where}: not a scalelab fit (no 'form' key)")
     form = data["form"]
-    cls = _REGISTRY.get(form)
+    cls = _REGISTRY.get(form) if isinstance(form, str) else None
     if cls is None:
         known = ", ".join(sorted(_REGISTRY))
         raise UserError(f"{where}: unknown fit form {form!r}; known forms: {known}")
-    return cls.from_dict({k: v for k, v in data.items() if k != "schema"})
+    return cls.from_dict({k: v for k, v in data.items() if k != "schema"}, where=where)
 
 
-def load_fit(path: str | Path) -> Result:
-    """Read a result written by :func:`save_fit`, as the class its ``"form"`` names."""
+def read_fit_file(path: str | Path) -> Any:
+    """The parsed JSON of a fit file; one-line UserErrors for a missing or unreadable one."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"fit file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a fit JSON was expected)") from None
+    except RecursionError:  # a hostile file: [[[[...]]]] nested beyond the parser's stack
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, or a number with too many digits
         raise UserError(f"{path}: not valid JSON ({exc})") from None
-    return result_from_dict(data, where=str(path))
+
+
+def load_fit(path: str | Path) -> Result:
+    """Read a result written by :func:`save_fit`, as the class its ``"form"`` names."""
+    return result_from_dict(read_fit_file(path), where=str(path))

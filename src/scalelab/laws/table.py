@@ -118,6 +118,23 @@ class RunTable:
                 f"point{'s' if len(self) != 1 else ''}; it needs at least {k + 1}"
             )
 
+    def require_distinct(self, roles: Sequence[str], k: int, what: str) -> None:
+        """Raise unless the points can identify a law with ``k`` parameters in ``roles``:
+        each variable varies and there are more than ``k`` distinct points (10 copies of
+        one run fit any law exactly, and the fit would report a meaningless optimum)."""
+        arrays = [getattr(self, r) for r in roles]
+        per_role = {r: int(np.unique(a).size) for r, a in zip(roles, arrays)}
+        n_points = int(np.unique(np.stack(arrays, axis=1), axis=0).shape[0])
+        if min(per_role.values()) >= 2 and n_points > k:
+            return
+        counts = ", ".join(f"{n} distinct {self.column_name(r)}" for r, n in per_role.items())
+        raise UserError(
+            f"{self.source}: cannot identify {what}: too few distinct {'/'.join(roles)} values "
+            f"({counts}, {n_points} distinct point{'s' if n_points != 1 else ''} in "
+            f"{len(self)} rows); it has {k} parameters, so it needs each of {', '.join(roles)} "
+            f"to vary and at least {k + 1} distinct points"
+        )
+
     def subset(self, index: np.ndarray | Sequence[int]) -> RunTable:
         """The rows at ``index`` (integer positions or a boolean mask), as a new table."""
         idx = np.asarray(index)
@@ -513,24 +530,68 @@ def _derive(
     n, d, c = values["N"], values["D"], values["C"]
     if k is None:
         return
-    if n is not None and d is not None and c is None:
-        values["C"] = k * n * d
-        columns["C"] = f"{k:g}*N*D"
-    elif n is not None and c is not None and d is None:
-        values["D"] = c / (k * n)
-        columns["D"] = f"C/({k:g}*N)"
-    elif d is not None and c is not None and n is None:
-        values["N"] = c / (k * d)
-        columns["N"] = f"C/({k:g}*D)"
+    derived = derive_missing(values, k)
+    if derived is not None:
+        role, arr, formula = derived
+        _check_in_range(arr, role, formula, label, row_ids)
+        values[role] = arr
+        columns[role] = formula
     elif n is not None and d is not None and c is not None and check_units:
-        ratio = c / (k * n * d)
-        bad = np.flatnonzero((ratio > tolerance) | (ratio < 1.0 / tolerance))
-        if bad.size:
-            i = int(bad[0])
-            raise UserError(
-                f"{label} row {row_ids[i]}: inconsistent units: {columns['C']} = {c[i]:.4g} but "
-                f"{k:g} * {columns['N']} * {columns['D']} = {k * n[i] * d[i]:.4g} "
-                f"({ratio[i]:.3g}x; {bad.size} rows off by more than {tolerance:g}x); check "
-                "that N is in parameters, D in tokens and C in FLOPs, or pass "
-                "--flops-convention none"
-            )
+        with np.errstate(over="ignore", under="ignore"):
+            knd = k * n * d
+            _check_in_range(knd, "C", f"{k:g}*N*D", label, row_ids)
+            _check_units(c / knd, values, columns, k, label, tolerance, row_ids)
+
+
+def derive_missing(
+    arrs: Mapping[str, np.ndarray | None], k: float
+) -> tuple[str, np.ndarray, str] | None:
+    """The one of N, D, C missing from ``arrs`` (the other two given), by C = k N D:
+    ``(role, values, formula)``; None when there is nothing to derive. Values out of the
+    float range (N = D = 1e300 gives inf) are the caller's to report, so numpy does not
+    warn about them."""
+    n, d, c = arrs.get("N"), arrs.get("D"), arrs.get("C")
+    with np.errstate(over="ignore", under="ignore"):
+        if n is not None and d is not None and c is None:
+            return "C", k * n * d, f"{k:g}*N*D"
+        if n is not None and c is not None and d is None:
+            return "D", c / (k * n), f"C/({k:g}*N)"
+        if d is not None and c is not None and n is None:
+            return "N", c / (k * d), f"C/({k:g}*D)"
+    return None
+
+
+def _check_in_range(
+    arr: np.ndarray, role: str, formula: str, label: str, row_ids: np.ndarray
+) -> None:
+    """A quantity derived through C = k N D must stay a positive finite float."""
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(
+            f"{label} row {row_ids[i]}: values out of range: {role} = {formula} gives "
+            f"{float(arr[i])!r}, beyond the floating-point range (check the units)"
+        )
+
+
+def _check_units(
+    ratio: np.ndarray,
+    values: dict[str, np.ndarray | None],
+    columns: dict[str, str],
+    k: float,
+    label: str,
+    tolerance: float,
+    row_ids: np.ndarray,
+) -> None:
+    """Every row's C / (k N D) within a factor ``tolerance`` of 1, or the units are mixed."""
+    bad = np.flatnonzero((ratio > tolerance) | (ratio < 1.0 / tolerance))
+    if bad.size:
+        n, d, c = values["N"], values["D"], values["C"]
+        i = int(bad[0])
+        raise UserError(
+            f"{label} row {row_ids[i]}: inconsistent units: {columns['C']} = {c[i]:.4g} but "
+            f"{k:g} * {columns['N']} * {columns['D']} = {k * n[i] * d[i]:.4g} "
+            f"({ratio[i]:.3g}x; {bad.size} rows off by more than {tolerance:g}x); check "
+            "that N is in parameters, D in tokens and C in FLOPs, or pass "
+            "--flops-convention none"
+        )

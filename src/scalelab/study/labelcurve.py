@@ -81,6 +81,10 @@ class LabelCurveConfig(Config):
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise UserError(f"unknown method(s) {', '.join(unknown)}: use {', '.join(METHODS)}")
+        if self.seeds < 1 or self.min_steps < 1 or self.workers < 0 or self.threads < 0:
+            raise UserError("seeds and min_steps must be >= 1, workers and threads >= 0")
+        if self.target is not None and not 0 < self.target < 1:
+            raise UserError(f"target is a metric value in (0, 1), got {self.target}")
         self.finetune.check_runnable()
 
 
@@ -90,6 +94,9 @@ def _run_dir(out: Path, method: str, frac: float, seed: int) -> Path:
 
 def label_curve(cfg: LabelCurveConfig, out: Path) -> dict[str, Any]:
     """Fine-tune every (method, fraction, seed) point resumably, then fit and report."""
+    from scalelab.finetune.finetune import resolve_model_dir
+
+    resolve_model_dir(cfg.finetune.model)  # a missing or foreign model: one line, before any run
     task = cfg.finetune.task.load_task()
     out = ensure_dir(Path(out), "label-curve directory")
     n_train = len(task.train)

@@ -101,24 +101,47 @@ class PlanConfig(Config):
         super().__post_init__()
 
     def validate(self) -> None:
-        if self.budget_flops is not None and not self.budget_flops > 0:
-            raise UserError(f"budget_flops must be positive, got {self.budget_flops}")
-        if self.budget_hours is not None and not self.budget_hours > 0:
-            raise UserError(f"budget_hours must be positive, got {self.budget_hours}")
+        self._check_numbers()
         if self.design == "isoflop" and self.budget_flops is None and self.budget_hours is None:
             raise UserError("the isoflop design needs --budget-flops or --budget-hours")
         if self.design == "isoflop" and (self.n_budgets < 1 or self.sizes_per_budget < 2):
             raise UserError("isoflop needs n_budgets >= 1 and sizes_per_budget >= 2")
-        if self.budget_ratio <= 1 or self.size_spread <= 1 or self.holdout_factor <= 0:
+        if not (self.budget_ratio > 1 and self.size_spread > 1 and self.holdout_factor > 0):
             raise UserError(
                 "budget_ratio and size_spread must exceed 1, holdout_factor must be positive"
             )
+        # The compute levels are budget_ratio**i: keep the largest a float.
+        if self.n_budgets * math.log(self.budget_ratio) > 690:
+            raise UserError(
+                f"n_budgets {self.n_budgets} at budget_ratio {self.budget_ratio:g} spans compute "
+                "levels beyond the floating-point range"
+            )
         if self.design == "ladder" and not (0 < self.n_min < self.n_max and self.n_sizes >= 2):
             raise UserError("ladder needs 0 < n_min < n_max and n_sizes >= 2")
+        if self.design == "ladder" and not self.tokens_per_param:
+            raise UserError("the ladder design needs --tokens-per-param (one or more values)")
         if self.design == "grid" and (not self.sizes or not self.tokens):
             raise UserError("the grid design needs --sizes and --tokens")
         if self.holdout < 0:
             raise UserError("holdout must be >= 0")
+        if self.min_tokens < 1:
+            raise UserError(f"min_tokens must be at least 1, got {self.min_tokens}")
+
+    def _check_numbers(self) -> None:
+        """Every number of the design positive and finite (``not x > 0`` catches nan;
+        an infinite budget or size would overflow the planner's integer arithmetic)."""
+        for name in ("budget_flops", "budget_hours"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise UserError(f"{name} must be positive and finite, got {value}")
+        scalars = ("budget_ratio", "size_spread", "holdout_factor", "n_min", "n_max")
+        lists = ("tokens_per_param", "sizes", "tokens")
+        for name in (*scalars, "aspect_ratio", "prior_tokens_per_param", *lists):
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if not (value > 0 and math.isfinite(value)):
+                    what = f"{name} values" if name in lists else name
+                    raise UserError(f"{what} must be positive and finite, got {value}")
 
 
 @dataclass(frozen=True)
@@ -423,8 +446,9 @@ def plan_study(
     if dry_run:
         return None
     from scalelab.study.study import Study
+    from scalelab.utils.io import ensure_dir
 
-    study = Study.create(Path(out), plan, rungs, facts)
+    study = Study.create(ensure_dir(Path(out), "study directory"), plan, rungs, facts)
     print(
         f"study written to {study.root / 'study.yaml'}; run it with: scalelab study run {study.root}"
     )

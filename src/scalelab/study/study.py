@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from scalelab.config import read_config_file
 from scalelab.errors import UserError
 from scalelab.study.plan import PlanConfig, Rung
 from scalelab.utils.io import atomic_write_text, read_json, read_jsonl
@@ -75,13 +76,20 @@ class Study:
             raise UserError(
                 f"{root} is not a study (no {STUDY_FILE}); create one with `scalelab plan`"
             )
+        data = read_config_file(path)
+        missing = [k for k in ("plan", "rungs") if k not in data]
+        if missing or not isinstance(data["rungs"], list):
+            what = f"no {' or '.join(missing)}" if missing else "rungs is not a list"
+            raise UserError(f"{path}: not a scalelab study plan ({what})")
+        plan = PlanConfig.from_dict(data["plan"], where=f"{path}: plan.")
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        plan = PlanConfig.from_dict(data["plan"])
-        rungs = [Rung.from_dict(r) for r in data["rungs"]]
-        return cls(root=root, plan=plan, rungs=rungs, facts=data.get("facts", {}))
+            rungs = [Rung.from_dict(r) for r in data["rungs"]]
+        except (TypeError, KeyError) as exc:
+            raise UserError(f"{path}: a rung is malformed ({exc})") from None
+        facts = data.get("facts") or {}
+        return cls(
+            root=root, plan=plan, rungs=rungs, facts=facts if isinstance(facts, dict) else {}
+        )
 
     def save(self) -> None:
         doc = {
@@ -103,9 +111,10 @@ class Study:
         if not path.is_file():
             return None
         try:
-            return read_json(path)
-        except (OSError, json.JSONDecodeError):
+            summary = read_json(path)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+        return summary if isinstance(summary, dict) else None  # a tampered file: not a summary
 
     def rung_status(self, rung: Rung) -> str:
         """pending, running/interrupted (resumable), completed or failed."""

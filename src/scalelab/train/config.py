@@ -90,3 +90,15 @@ class RuntimeConfig(Config):
             raise UserError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.keep_checkpoints < 1:
             raise UserError("keep_checkpoints must be at least 1")
+        # torch.set_num_threads is only called for threads > 0, so a negative count would
+        # silently run with torch's default instead of what was asked for.
+        if self.threads < 0:
+            raise UserError(
+                f"runtime.threads must be >= 0 (0: torch's default), got {self.threads}"
+            )
+        if self.log_every < 1:  # the trainer logs when step % log_every == 0
+            raise UserError(f"runtime.log_every must be at least 1, got {self.log_every}")
+        if not self.checkpoint_every_s >= 0:  # also nan
+            raise UserError(
+                f"runtime.checkpoint_every_s must be >= 0 seconds, got {self.checkpoint_every_s}"
+            )

@@ -85,6 +85,12 @@ class PretrainConfig(Config):
             raise UserError(
                 "give a model size (--size), a parameter target (--params) or a model shape"
             )
+        if self.model is None and self.params is None:
+            from scalelab.models.sizes import resolve_size
+
+            resolve_size(
+                self.size, arch=self.arch
+            )  # an unknown name fails now, not after data prep
 
     @property
     def steps(self) -> int:

@@ -59,6 +59,17 @@ def ensure_dir(path: str | Path, what: str, *, create: bool = True) -> Path:
     return path
 
 
+def check_output_file(path: str | Path, flag: str, *, example: str = "") -> Path:
+    """An output file goes into a directory that exists (a mistyped path is not created)
+    and is not itself a directory; a one-line UserError otherwise, before any work."""
+    path = Path(path)
+    if path.is_dir():
+        hint = f" such as {path / example}" if example else ""
+        raise UserError(f"{flag} {path} is a directory; give a file name{hint}")
+    ensure_dir(path.parent, f"{flag} {path}: directory", create=False)
+    return path
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a rename inside ``path`` durable."""
     try:
