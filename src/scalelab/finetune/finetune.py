@@ -194,7 +194,7 @@ def train_job(
     every ``eval_every`` steps (0: at the end); ``patience`` and ``restore_best`` are the
     early stopping and best-model settings; ``on_step_end(step)`` runs after each step.
     """
-    from scalelab.train.checkpoint import restore_state_dict
+    from scalelab.train.checkpoint import export_state_dict, restore_state_dict
     from scalelab.train.trainer import Evaluation, ModelIO, TrainJob
 
     return TrainJob(
@@ -215,25 +215,17 @@ def train_job(
             patience=patience,
             restore_best=restore_best,
         ),
-        io=ModelIO(export=_export_state, restore=restore_state_dict),
+        io=ModelIO(export=export_state_dict, restore=restore_state_dict),
         on_step_end=on_step_end,
         summary=dict(summary or {}),
         description=description,
     )
 
 
-def _export_state(model: Any, directory: Path) -> None:
-    """The trainer's export (checkpoints, ``best/``): the state dict, shareable."""
-    from scalelab.train.checkpoint import export_state_dict
-
-    export_state_dict(model, directory)
-    _share_files(directory)
-
-
 def _share_files(directory: Path) -> None:
     """Give every file under ``directory`` the mode of the run's other outputs: the
-    weights come from safetensors (directly, or through transformers and PEFT), which
-    writes them 0600."""
+    tokenizer files copied from the base checkpoint keep its modes (the weights already
+    got theirs from ``atomic_dir``, which checkpoints and ``TaskModel.save`` write with)."""
     from scalelab.utils.io import set_output_mode
 
     for path in Path(directory).rglob("*"):
