@@ -97,6 +97,25 @@ def test_finetune_ner_lora_then_evaluate_and_predict(tiny_bert, tmp_path, capsys
         ["@bob", "loves", "New", "York"],
     ]
     assert all(len(r["tags"]) == len(r["tokens"]) for r in rows)
+    _loads_with_the_peft_auto_class(run / "model")
+
+
+def _loads_with_the_peft_auto_class(model_dir):
+    """What the CLI saved loads with PEFT's own auto class, no arguments, same logits."""
+    import torch
+    from peft import AutoPeftModelForTokenClassification
+
+    from scalelab.finetune.methods import load_task_model
+
+    theirs = AutoPeftModelForTokenClassification.from_pretrained(str(model_dir)).eval()
+    ours = load_task_model(model_dir)
+    ours.model.eval()
+    ids = torch.tensor([[2, 17, 40, 99, 3]])
+    with torch.no_grad():
+        a = theirs(input_ids=ids).logits
+        b = ours.model(input_ids=ids).logits
+    assert a.shape[-1] == len(read_json(model_dir / "scalelab_task.json")["labels"])
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["full", "prompt", "adapter"])

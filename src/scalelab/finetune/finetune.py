@@ -439,7 +439,7 @@ def _save_model(cfg: FinetuneConfig, prep: _Prepared, tm: Any, run_dir: Path) ->
     from scalelab.utils.io import atomic_write_json
 
     tmp = run_dir / ".model.tmp"
-    tm.save(tmp)
+    tm.save(tmp, location=run_dir / "model")
     for f in Path(prep.model_dir).iterdir():
         if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.txt"):
             shutil.copy2(f, tmp / f.name)

@@ -28,7 +28,7 @@ from torch import nn
 
 from scalelab.errors import UserError
 from scalelab.finetune.methods.adalora import AdaLoraSettings
-from scalelab.finetune.methods.adapter import AdapterSettings
+from scalelab.finetune.methods.adapter import AdapterSettings, load_adapters
 from scalelab.finetune.methods.base import (
     REGISTRY,
     FinetuneMethod,
@@ -147,6 +147,7 @@ __all__ = [
     "check_prefix_support",
     "default_lora_targets",
     "head_module_names",
+    "load_adapters",
     "load_base_model",
     "load_task_model",
     "peft_config_for",

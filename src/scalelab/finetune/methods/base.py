@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -169,6 +170,11 @@ class FinetuneMethod:
         """Write what the method changed into ``directory``; returns entries for the
         task_model.json (unless :attr:`saves_full_model`)."""
         raise NotImplementedError(f"{type(self).__name__} does not define save_weights")
+
+    def finish_save(self, task_model: TaskModel, directory: Path, location: Path) -> None:
+        """Runs after :meth:`save_weights` (and for every method): ``directory`` is still
+        its temporary name, ``location`` where it will live; write what names paths
+        (PEFT's base model path, say). Nothing by default."""
 
     def load_weights(
         self,
@@ -342,35 +348,41 @@ class TaskModel(nn.Module):
             self.merged = True
         return self
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, *, location: str | Path | None = None) -> Path:
         """Write the model to ``directory`` (replaced as a whole, atomically); returns it.
 
-        The layout is described in :mod:`scalelab.finetune.methods.io`, which reads it.
+        ``location`` is where the directory will live when the caller renames it into
+        place afterwards (default: ``directory``); the paths recorded in it (the base
+        model's, relative where possible) are written for that place. The layout is
+        described in :mod:`scalelab.finetune.methods.io`, which reads it.
         """
         from scalelab.utils.io import atomic_dir, atomic_write_json
 
         directory = Path(directory)
+        location = Path(location) if location is not None else directory
         stores_full = self.impl.saves_full_model or self.merged
         if not stores_full and not self.base_model_path:
             raise ValueError(
                 f"cannot save a '{self.method}' model without the base checkpoint path: load "
                 "the base with load_base_model() or pass base_model_path to apply_method()"
             )
-        meta = self._describe(stores_full)
+        meta = self._describe(stores_full, location)
         with atomic_dir(directory) as tmp:
             if stores_full:
                 with quiet_transformers():
                     self.model.save_pretrained(str(tmp))
             else:
                 meta.update(self.impl.save_weights(self, tmp))
+                self.impl.finish_save(self, tmp, location)
             atomic_write_json(tmp / TASK_MODEL_FILE, meta)
         return directory
 
-    def _describe(self, stores_full: bool) -> dict[str, Any]:
+    def _describe(self, stores_full: bool, location: Path) -> dict[str, Any]:
         """The task_model.json entries every method writes."""
         from scalelab.utils.env import versions
 
         config = self.config
+        base = None if stores_full else self.base_model_path
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -379,7 +391,10 @@ class TaskModel(nn.Module):
             "task_kind": self.task_kind,
             "model_class": self.model_class,
             "model_type": getattr(config, "model_type", None),
-            "base_model_path": None if stores_full else self.base_model_path,
+            "base_model_path": base,
+            # The same base relative to the saved directory (found again after the two
+            # move together); the absolute path is tried first.
+            "base_model_relpath": relative_path(base, location) if base else None,
             "num_labels": int(config.num_labels),
             "id2label": {str(k): v for k, v in config.id2label.items()},
             "label2id": {str(k): int(v) for k, v in config.label2id.items()},
@@ -420,6 +435,38 @@ def last_token_pooling(model: nn.Module) -> bool:
     """Decoder classifiers (Llama, GPT-2 ...) score every position and read the last real
     token; encoders pool the first token. The decoders' head is called ``score``."""
     return type(model).__name__.endswith("ForSequenceClassification") and hasattr(model, "score")
+
+
+def read_json_object(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON object in ``path`` holding every key of ``keys``; a one-line
+    :class:`UserError` naming the file when it is not JSON, not an object or lacks one."""
+    from scalelab.utils.io import read_json
+
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    require_keys(data, keys, path)
+    return data
+
+
+def require_keys(data: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
+    """A one-line :class:`UserError` naming ``path`` unless ``data`` holds every key."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise UserError(f"{path}: missing key(s) {', '.join(missing)}")
+
+
+def relative_path(target: str | Path, directory: str | Path) -> str:
+    """``target`` relative to ``directory`` (both made absolute first), '/'-separated;
+    ``target`` as given when no relative path exists (another drive on Windows)."""
+    try:
+        rel = os.path.relpath(os.path.abspath(target), os.path.abspath(directory))
+    except ValueError:
+        return str(target)
+    return Path(rel).as_posix()
 
 
 def at_least_one(name: str, value: int | None) -> None:

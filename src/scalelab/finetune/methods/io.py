@@ -8,15 +8,22 @@ old directory or the new one, never half of one)::
     full / merged LoRA:           config.json + model.safetensors (Hugging Face format)
     lora, adalora, prefix, prompt adapter_config.json + adapter_model.safetensors (PEFT's
                                   format; the task head is in it as modules_to_save)
-    adapter                       adapters.safetensors: only the adapter, norm and head
-                                  weights; placement, sizes and wrapped modules are in
-                                  task_model.json
+                                  + base/ (config.json with the label maps +
+                                  model.safetensors: the base the method was applied to,
+                                  which adapter_config.json names; see peft_common)
+    adapter                       adapters_config.json (what the adapters are: method,
+                                  scalelab version, base path, placement, sizes, wrapped
+                                  modules, label maps) + adapters.safetensors (only the
+                                  adapter, norm and head weights)
 
 The method config is written nested (``lora: {r: 8, ...}``); directories from before
 that, with the flat names (``lora_r: 8``), load the same (``MethodConfig.renamed``).
+Directories of scalelab 0.1 / 0.2 (no base/, no adapters_config.json: the adapters'
+spec in task_model.json) load as before.
 
 Methods other than ``full`` store only what they changed and name the base checkpoint
-(an absolute path); :func:`load_task_model` loads that base again, or the one passed as
+(absolute, and relative to the saved directory); :func:`load_task_model` loads that base
+again (the absolute path, else the relative one), or the one passed as
 ``base_model_path`` when the base has moved. Each method reads its own weights
 (:meth:`FinetuneMethod.load_weights`).
 """
@@ -30,7 +37,7 @@ import torch
 from torch import nn
 
 from scalelab.errors import UserError
-from scalelab.finetune.methods.base import (
+from scalelab.finetune.methods.base import (  # read_json_object, require_keys: re-exported
     FORMAT,
     FORMAT_VERSION,
     TASK_MODEL_FILE,
@@ -39,36 +46,17 @@ from scalelab.finetune.methods.base import (
     head_module_names,
     in_modules,
     quiet_transformers,
+    read_json_object,
+    require_keys,
 )
 from scalelab.finetune.methods.config import MethodConfig
 from scalelab.models.hf import refuse_custom_code
-from scalelab.utils.io import read_json
 
 # What every task_model.json holds (load_task_model reads them all).
 _TASK_MODEL_KEYS = (
     "method_config", "task_kind", "num_labels", "id2label", "label2id", "head_modules",
     "extra_modules", "merged", "model_class", "base_model_path",
 )  # fmt: skip
-
-
-def read_json_object(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The JSON object in ``path`` holding every key of ``keys``; a one-line
-    :class:`UserError` naming the file when it is not JSON, not an object or lacks one."""
-    try:
-        data = read_json(path)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    require_keys(data, keys, path)
-    return data
-
-
-def require_keys(data: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:
-    """A one-line :class:`UserError` naming ``path`` unless ``data`` holds every key."""
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise UserError(f"{path}: missing key(s) {', '.join(missing)}")
 
 
 def load_model_tokenizer(path: str | Path) -> Any:
@@ -123,6 +111,8 @@ def load_base_model(
         kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
     if label2id is not None:
         kwargs["label2id"] = {k: int(v) for k, v in label2id.items()}
+    elif id2label is not None:  # the inverse, not transformers' LABEL_i placeholders
+        kwargs["label2id"] = {v: k for k, v in kwargs["id2label"].items()}
     # transformers reports the head it initialised as "MISSING" (expected; the missing keys
     # are kept below). A head of another size (a checkpoint fine-tuned on other labels) is
     # re-initialised rather than refused.
@@ -198,12 +188,7 @@ def load_task_model(
         tm = TaskModel(model, base_model_path=None, merged=merged, **common)
         return tm.train(trainable)
 
-    base_path = Path(base_model_path or meta["base_model_path"] or "")
-    if not (base_path / "config.json").is_file():
-        raise UserError(
-            f"{directory}: base model not found at '{base_path}'; pass the base checkpoint "
-            "directory (base_model_path / --base-model)"
-        )
+    base_path = _base_path(directory, meta, base_model_path)
     base = load_base_model(base_path, task_kind=task_kind, **labels)
     _check_class(base, meta, directory)
     try:
@@ -212,6 +197,32 @@ def load_task_model(
         raise UserError(f"{meta_path}: malformed for the {cfg.method} method ({exc!r})") from None
     tm = TaskModel(model, base_model_path=str(base_path.resolve()), **common)
     return tm.train(trainable)
+
+
+def _base_path(directory: Path, meta: dict[str, Any], given: str | Path | None) -> Path:
+    """The base checkpoint of a saved model: ``given``, else the recorded absolute path,
+    else the recorded path relative to ``directory`` (both moved together)."""
+    if given:
+        candidates: list[Path | None] = [Path(given)]
+    else:
+        recorded = meta["base_model_path"]
+        rel = meta.get("base_model_relpath")
+        candidates = [Path(recorded) if isinstance(recorded, str) and recorded else None]
+        if isinstance(rel, str) and rel:
+            candidates.append(directory / rel)
+    for path in candidates:
+        if path is not None and (path / "config.json").is_file():
+            return path
+    copy = meta.get("base_copy")
+    hint = (
+        f"; {directory / copy} holds a copy of it"
+        if isinstance(copy, str) and (directory / copy / "config.json").is_file()
+        else ""
+    )
+    raise UserError(
+        f"{directory}: base model not found at '{candidates[0] or ''}'; pass the base checkpoint "
+        f"directory (base_model_path / --base-model){hint}"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
