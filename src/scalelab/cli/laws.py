@@ -23,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Fit a scaling law (Chinchilla, Kaplan, power law, IsoFLOP, custom) to a table of runs.",
         example="scalelab fit runs.csv --n params --d tokens --loss loss --bootstrap 1000 --out fit.json",
     )
-    p.add_argument("table", metavar="TABLE.csv", help="CSV of runs, one row per run")
+    p.add_argument(
+        "table",
+        metavar="TABLE.csv",
+        help="runs, one row per run: comma, semicolon or tab separated; cells such as 40M, "
+        "1.4B, 2.5e9 or 40,000,000; N, D, C columns found by name unless --n/--d/--c name them",
+    )
     add_config_arguments(p, FitConfig, skip=("table",))
     p.set_defaults(func=_fit)
 

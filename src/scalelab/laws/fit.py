@@ -56,14 +56,22 @@ class TableConfig(Config):
     check_units: bool = True
     """Fail when C, N and D are all given but C is far from k N D (units mixed up)."""
     budget: str | None = None
-    """IsoFLOP: column of nominal compute budgets (default: group runs by C)."""
+    """IsoFLOP: column of nominal compute budgets (default: group runs by C; with no --n/--d/--c, a budget_flops or budget column is found by name)."""
+    n_scale: float = 1.0
+    """Multiply the N column by this (1e6 for a table in millions of parameters)."""
+    d_scale: float = 1.0
+    """Multiply the D column by this (1e9 for a table in billions of tokens)."""
+    c_scale: float = 1.0
+    """Multiply the C column (and the --budget column) by this (e.g. 1e18 for EFLOPs)."""
+    skip_invalid: bool = False
+    """Leave out rows whose loss is empty, NaN or inf (diverged runs) instead of failing."""
 
     def read_table(self) -> Any:
         """The table this config describes (named apart from ``Config.load``, the
         classmethod that reads a config file: ``fit --config FILE`` needs that one)."""
         from scalelab.laws.table import load_table
 
-        return load_table(
+        table = load_table(
             self.table,
             n=self.n,
             d=self.d,
@@ -75,7 +83,23 @@ class TableConfig(Config):
             where=list(self.where),
             flops_convention=self.flops_convention,
             check_units=self.check_units,
+            n_scale=self.n_scale,
+            d_scale=self.d_scale,
+            c_scale=self.c_scale,
+            skip_invalid=self.skip_invalid,
         )
+        if self.budget and self.c_scale != 1 and table.extra[self.budget].dtype != object:
+            extra = {**table.extra, self.budget: table.extra[self.budget] * self.c_scale}
+            table = dataclasses.replace(table, extra=extra)
+        return table
+
+    def detected_budget(self) -> str | None:
+        """IsoFLOP with no column named at all: a budget column found by name, if any."""
+        if self.budget is not None or any(x is not None for x in (self.n, self.d, self.c)):
+            return None
+        from scalelab.laws.table_parse import BUDGET_CANDIDATES, find_by_name, read_header
+
+        return find_by_name(read_header(self.table), BUDGET_CANDIDATES)
 
     def table_spec(self) -> dict[str, Any]:
         """The loading options, saved in the fit JSON so `scalelab plot` can reload the table."""
@@ -135,50 +159,23 @@ class FitConfig(TableConfig):
 
 def run_fit(cfg: FitConfig) -> tuple[Any, str]:
     """Fit the configured law; save it (with its table spec) when ``out`` is set."""
-    from scalelab.laws.bootstrap import bootstrap
-    from scalelab.laws.chinchilla import fit_chinchilla, small_grid
-    from scalelab.laws.expr import parse_param_bounds
     from scalelab.laws.fits import FitWarning
-    from scalelab.laws.isoflop import IsoFLOPWarning, fit_isoflop
-    from scalelab.laws.powerlaw import fit_custom, fit_kaplan, fit_power_law
+    from scalelab.laws.isoflop import IsoFLOPWarning
 
     if cfg.out is not None:
         from scalelab.utils.io import check_output_file
 
         check_output_file(cfg.out, "--out", example="fit.json")  # before the fit: it may take long
-    table = cfg.read_table()
-    caught: list[str] = []
+    cfg, table, notes = _read_for_fit(cfg)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        if cfg.form == "isoflop":
-            fit: Any = fit_isoflop(table, degree=cfg.degree, budget=cfg.budget)
-            if cfg.bootstrap:
-
-                def refit(t: Any) -> Any:
-                    return fit_isoflop(t, degree=cfg.degree, budget=cfg.budget)
-
-                boot = bootstrap(table, refit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
-                fit = fit.with_bootstrap(boot)
-        else:
-            kw = {"delta": cfg.delta, "drop_highest": cfg.drop_highest}
-            if cfg.form == "chinchilla":
-                grid = small_grid() if cfg.grid == "small" else None
-                fit = fit_chinchilla(table, grid=grid, **kw)
-            elif cfg.form.startswith("kaplan_"):
-                fit = fit_kaplan(table, variable=cfg.form.split("_", 1)[1].upper(), **kw)
-            elif cfg.form.startswith("power_"):
-                fit = fit_power_law(table, variable=cfg.form[-1].upper(), **kw)
-            else:
-                assert cfg.expression is not None
-                fit = fit_custom(table, cfg.expression, parse_param_bounds(cfg.param), **kw)
-            if cfg.bootstrap:
-                boot = bootstrap(table, fit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
-                fit = fit.with_bootstrap(boot)
+        fit = _fit_table(cfg, table)
         # The fits' own warnings are part of their summaries; show anything else.
         shown = (FitWarning, IsoFLOPWarning)
-        caught = [str(w.message) for w in record if not issubclass(w.category, shown)]
+        notes += [str(w.message) for w in record if not issubclass(w.category, shown)]
     lines = [fit.summary()]
-    lines.extend(f"  note: {c}" for c in caught)
+    lines.extend(f"  note: {c}" for c in notes)
+    lines.extend(f"  warning: {w}" for w in _budget_units_warnings(fit))
     if cfg.bootstrap and getattr(fit, "bootstrap", None) is not None:
         b = fit.bootstrap
         lines.append(
@@ -200,6 +197,73 @@ def run_fit(cfg: FitConfig) -> tuple[Any, str]:
     return fit, "\n".join(lines)
 
 
+def _read_for_fit(cfg: FitConfig) -> tuple[FitConfig, Any, list[str]]:
+    """The config (an IsoFLOP budget column found by name filled in), its table, and the
+    notes to print about loading (columns found, rows skipped, units rescaled)."""
+    import numpy as np
+
+    found = cfg.detected_budget() if cfg.form == "isoflop" else None
+    if found is not None:
+        cfg = dataclasses.replace(cfg, budget=found)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # rows skipped: the table's notes say it
+        table = cfg.read_table()
+    notes = list(table.notes)
+    if found is not None:
+        vals = table.extra[found]
+        if vals.dtype == object or not (np.isfinite(vals).all() and (vals > 0).all()):
+            cfg = dataclasses.replace(cfg, budget=None)
+            notes.append(f"column '{found}' does not hold positive numbers; runs grouped by C")
+        else:
+            notes.append(f"IsoFLOP budgets from column '{found}' (found by name; or --budget)")
+    return cfg, table, notes
+
+
+def _fit_table(cfg: FitConfig, table: Any) -> Any:
+    """The configured law fitted to ``table`` (with its bootstrap when one is asked for)."""
+    from scalelab.laws.bootstrap import bootstrap
+    from scalelab.laws.chinchilla import fit_chinchilla, small_grid
+    from scalelab.laws.expr import parse_param_bounds
+    from scalelab.laws.isoflop import fit_isoflop
+    from scalelab.laws.powerlaw import fit_custom, fit_kaplan, fit_power_law
+
+    if cfg.form == "isoflop":
+
+        def refit(t: Any) -> Any:
+            return fit_isoflop(t, degree=cfg.degree, budget=cfg.budget)
+
+        fit: Any = refit(table)
+        if cfg.bootstrap:
+            boot = bootstrap(table, refit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
+            fit = fit.with_bootstrap(boot)
+        return fit
+    kw = {"delta": cfg.delta, "drop_highest": cfg.drop_highest}
+    if cfg.form == "chinchilla":
+        grid = small_grid() if cfg.grid == "small" else None
+        fit = fit_chinchilla(table, grid=grid, **kw)
+    elif cfg.form.startswith("kaplan_"):
+        fit = fit_kaplan(table, variable=cfg.form.split("_", 1)[1].upper(), **kw)
+    elif cfg.form.startswith("power_"):
+        fit = fit_power_law(table, variable=cfg.form[-1].upper(), **kw)
+    else:
+        assert cfg.expression is not None
+        fit = fit_custom(table, cfg.expression, parse_param_bounds(cfg.param), **kw)
+    if cfg.bootstrap:
+        boot = bootstrap(table, fit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
+        fit = fit.with_bootstrap(boot)
+    return fit
+
+
+def _budget_units_warnings(fit: Any) -> list[str]:
+    """IsoFLOP: the units warning of the allocation at the median budget fitted (a
+    parametric law carries its own, in its diagnostics)."""
+    used = sorted(p.budget for p in getattr(fit, "profiles", ()) if p.used)
+    if not used:
+        return []
+    alloc = fit.optimal([used[len(used) // 2]])
+    return [w.replace(" at C = ", " at the median budget C = ", 1) for w in alloc.warnings]
+
+
 def format_allocation(alloc: Any) -> str:
     head = f"  {'compute':>10} {'N_opt':>12} {'D_opt':>12} {'tokens/param':>13} {'loss':>8}"
     lines = ["compute-optimal allocation:", head]
@@ -213,6 +277,7 @@ def format_allocation(alloc: Any) -> str:
             if f"{key}_lo" in row:
                 line += f" {label} [{row[key + '_lo']:{fmt}}, {row[key + '_hi']:{fmt}}]"
         lines.append(line)
+    lines.extend(f"  warning: {w}" for w in getattr(alloc, "warnings", ()))
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.laws import results as law_results
 from scalelab.laws.forms import (
     PARAMETRIC_FORMS,
     LawForm,
@@ -250,7 +251,7 @@ class LawFit(Result):
             f"rmse(log) {self.rmse_log:.4g}, AIC {self.aic:.2f}, BIC {self.bic:.2f}"
         )
         lines.append(
-            f"  optimiser: {'converged' if d.converged else 'NOT CONVERGED'} ({d.message}); "
+            f"  optimiser: {law_results.optimiser_status(d.converged, d.message)}; "
             f"{d.n_best_basin}/{d.n_starts} starts reached the best basin; "
             f"{d.n_basins} distinct optima; max|grad| {d.grad_max:.2g}; {d.seconds:.2f} s"
         )
@@ -449,6 +450,10 @@ def _fit_form(
         ranges=table.ranges(),
         source=table.source,
     )
+    units = law_results.units_warning(fit, table)
+    if units is not None:
+        diag = dataclasses.replace(diag, warnings=diag.warnings + (units,))
+        fit = dataclasses.replace(fit, diagnostics=diag)
     for note in diag.warnings:
         warnings.warn(f"{form.name} fit: {note}", FitWarning, stacklevel=3)
     return fit
@@ -495,7 +500,7 @@ def _diagnostics(
     converged = bool(np.isfinite(f_best) and grad_max <= grad_tol * max(1.0, abs(f_best)))
     notes = []
     if not converged:
-        notes.append(f"the optimiser did not converge: {message}, max|grad| {grad_max:.2g}")
+        notes.append(law_results.not_converged_note(message, grad_max))
     if n_best <= 1 and n_starts > 1:
         notes.append(f"only {n_best} of {n_starts} starts reached the best optimum")
     if lo is not None and np.any(np.isclose(theta, lo) | np.isclose(theta, hi)):

@@ -107,6 +107,20 @@ class Result:
     def to_json(self, *, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def _repr_html_(self) -> str:
+        """A compact summary for notebooks (law, parameters and intervals, status, warnings)."""
+        from scalelab.laws.notebook import result_html
+
+        return result_html(self)
+
+    def to_pandas(self) -> Any:
+        """The result's table as a pandas DataFrame: a fit's parameters (with interval
+        columns when a bootstrap is attached), an allocation's budgets, a bootstrap's
+        intervals; other results give one row of their numbers. Needs pandas."""
+        from scalelab.laws.notebook import result_frame
+
+        return result_frame(self)
+
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
@@ -243,6 +257,14 @@ class Allocation(Result):
     intervals: dict[str, tuple[Interval, ...]] = dataclasses.field(default_factory=dict)
     """Per quantity (``n_opt``, ``d_opt``, ``tokens_per_param``, ``loss``): one interval per
     budget, present when the fit carries a bootstrap."""
+    warnings: tuple[str, ...] = ()
+    """Reasons to distrust the allocation; filled in when empty (an implausible number of
+    tokens per parameter says the table may be in other units)."""
+
+    def __post_init__(self) -> None:
+        if not self.warnings:
+            note = tokens_per_param_warning(self.compute, self.tokens_per_param)
+            object.__setattr__(self, "warnings", () if note is None else (note,))
 
     def rows(self) -> list[dict[str, float]]:
         """One dict per budget, with ``*_lo``/``*_hi`` columns when intervals exist."""
@@ -259,6 +281,76 @@ class Allocation(Result):
                 row[f"{key}_lo"], row[f"{key}_hi"] = ivs[i].lo, ivs[i].hi
             out.append(row)
         return out
+
+
+# Compute-optimal allocations put about 20 tokens per parameter (Hoffmann et al. 2022,
+# Table 3; the replication of Besiroglu et al. 2024 agrees). The band [1, 1e4] is
+# deliberately wide: leaving it points to a table in other units, or a broken fit.
+PLAUSIBLE_TOKENS_PER_PARAM = (1.0, 1e4)
+
+
+def tokens_per_param_warning(
+    compute: tuple[float, ...] | list[float], ratio: tuple[float, ...] | list[float]
+) -> str | None:
+    """The warning for an allocation whose D_opt/N_opt leaves :data:`PLAUSIBLE_TOKENS_PER_PARAM`
+    at some budget (None when every finite ratio is plausible)."""
+    lo, hi = PLAUSIBLE_TOKENS_PER_PARAM
+    bad = [(c, r) for c, r in zip(compute, ratio) if math.isfinite(r) and not lo <= r <= hi]
+    if not bad:
+        return None
+    c, r = bad[0]
+    more = f" (and at {len(bad) - 1} more budgets)" if len(bad) > 1 else ""
+    return (
+        f"{r:.3g} tokens per parameter at C = {c:.3g}{more} is implausible for a "
+        "compute-optimal model (Hoffmann et al. 2022 find about 20): the table may be in other "
+        "units (N in millions, D in billions?); rescale it with --n-scale/--d-scale "
+        "(n_scale=/d_scale= in load_table)"
+    )
+
+
+def units_warning(fit: Any, table: Any) -> str | None:
+    """The :func:`tokens_per_param_warning` of a law's compute-optimal allocation at the
+    table's own median compute (a table in millions of parameters or billions of tokens
+    gives ~0.02 tokens per parameter there); None for laws not in N and D."""
+    if not {"N", "D"} <= set(fit.variables) or fit.flops_per_nd is None or table.C is None:
+        return None
+    logs = sorted(math.log(c) for c in table.C)
+    budget = math.exp(logs[len(logs) // 2])
+    if budget / fit.flops_per_nd <= 1.0:  # no model with D >= 1 fits the budget
+        return None
+    try:
+        alloc = fit.optimal([budget])
+    except UserError:
+        return None
+    if not alloc.warnings:
+        return None
+    return alloc.warnings[0].replace(" at C = ", " at the table's median compute C = ", 1)
+
+
+def optimiser_note(message: str) -> str:
+    """scipy's L-BFGS-B message, readable: ``""`` when it says nothing, and its bare
+    ``ABNORMAL:`` spelled out (the line search could not lower the objective; at float
+    precision that is how a converged fit ends, which the gradient test decides)."""
+    text = str(message).strip().rstrip(":").strip()
+    if not text.upper().startswith("ABNORMAL"):
+        return text
+    detail = text.split(":", 1)[1].strip() if ":" in text else ""
+    said = "scipy's line search could not lower the objective further"
+    return f"{said}: {detail}" if detail else said
+
+
+def optimiser_status(converged: bool, message: str) -> str:
+    """``converged`` or ``NOT CONVERGED``, with what the optimiser said when it said
+    something, e.g. ``converged (CONVERGENCE: ...)`` (never an empty parenthesis)."""
+    word = "converged" if converged else "NOT CONVERGED"
+    note = optimiser_note(message)
+    return f"{word} ({note})" if note else word
+
+
+def not_converged_note(message: str, grad_max: float) -> str:
+    """The diagnostics warning of a fit whose gradient test failed."""
+    note = optimiser_note(message)
+    return f"the optimiser did not converge ({note + '; ' if note else ''}max|grad| {grad_max:.2g})"
 
 
 def save_fit(fit: Result, path: str | Path) -> Path:

@@ -6,23 +6,34 @@ dependency). Missing quantities are derived from a FLOP convention (``C = 6 N D`
 default), and when all three are given their consistency is checked, so a table with
 tokens in billions or FLOPs in PF-days fails loudly instead of producing a wrong law.
 Every error names the source, the row (1-based, as in a spreadsheet's data rows) and the
-column.
+column. Cells are read as researchers write them (``40M``, ``1.4B``, ``40,000,000``; ``,``,
+``;`` or tab separated; see :mod:`.table_parse`), a table in other units is rescaled with
+``n_scale``/``d_scale``/``c_scale``, and ``skip_invalid`` leaves out diverged runs.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import difflib
-import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.laws.table_parse import (
+    check_scales,
+    detect_columns,
+    drop_invalid,
+    filter_rows,
+    find_column,
+    numbers,
+    parse_number,
+    read_source,
+    row_list,
+    text_of,
+)
 
 ROLES = ("N", "D", "C", "loss")
 
@@ -85,6 +96,11 @@ class RunTable:
     """Role -> source column name (``{"N": "Model Size", ...}``), for messages."""
     flops_per_nd: float | None = 6.0
     """k in C = k N D used to derive or check columns (None: no convention)."""
+    skipped_rows: tuple[int, ...] = ()
+    """Source rows left out for an empty, NaN or infinite loss (``skip_invalid``)."""
+    notes: tuple[str, ...] = ()
+    """What loading did that the user should know (columns found by name, rows skipped,
+    units rescaled), one line each; ``scalelab fit`` prints them."""
 
     def __post_init__(self) -> None:
         n = self.loss.shape[0]
@@ -192,6 +208,18 @@ class RunTable:
             out[k] = v.tolist()
         return out
 
+    def _repr_html_(self) -> str:
+        from scalelab.laws.notebook import table_html
+
+        return table_html(self)
+
+    def to_pandas(self) -> Any:
+        """The table as a pandas DataFrame (columns of :meth:`to_columns`, indexed by source
+        row); ``load_table(df)`` reads it back. Needs pandas (``pip install pandas``)."""
+        from scalelab.laws.notebook import frame
+
+        return frame(self.to_columns(), index=[int(r) for r in self.rows], index_name="row")
+
     def ranges(self) -> dict[str, tuple[float, float]]:
         """Min and max of each quantity present (JSON-safe)."""
         out = {}
@@ -220,36 +248,56 @@ def load_table(
     check_units: bool = True,
     unit_tolerance: float = 3.0,
     name: str | None = None,
+    n_scale: float = 1.0,
+    d_scale: float = 1.0,
+    c_scale: float = 1.0,
+    skip_invalid: bool = False,
+    detect: bool = True,
 ) -> RunTable:
     """Build a validated :class:`RunTable`.
 
     ``n``, ``d``, ``c``, ``loss``, ``group``, ``weight`` name the source columns (matched
-    exactly, then case-insensitively). With a FLOP convention ``C = k N D``, a missing one
-    of N, D, C is derived from the other two; when all three are given, every row must have
-    ``C / (k N D)`` within a factor ``unit_tolerance`` of 1, or the units are called
-    inconsistent (``check_units=False`` or ``flops_convention="none"`` skips the check).
-    ``where`` keeps only rows whose column equals a value (``{"experiment": "x"}`` or
-    ``["experiment=x"]``), e.g. one experiment of a file holding several.
+    exactly, then case-insensitively); when none of ``n``, ``d``, ``c`` is named (and
+    ``detect``), the N, D and C columns are found by common names (``N``,
+    ``N_non_embedding``, ``params``, ``D``, ``tokens``, ``C``, ``flops``, ...:
+    :data:`.table_parse.CANDIDATES`), and :attr:`RunTable.notes` says which. Cells may read
+    ``40M``, ``1.4B``, ``40,000,000`` (:func:`.table_parse.parse_number`). ``n_scale``,
+    ``d_scale``, ``c_scale`` multiply the N, D, C columns (``n_scale=1e6`` for a table in
+    millions of parameters). A row whose loss is empty, NaN or infinite (a diverged run) is
+    an error, or left out with ``skip_invalid`` (with a warning naming the rows). With a
+    FLOP convention ``C = k N D``, a missing one of N, D, C is derived from the other two;
+    when all three are given, every row must have ``C / (k N D)`` within a factor
+    ``unit_tolerance`` of 1, or the units are called inconsistent (``check_units=False`` or
+    ``flops_convention="none"`` skips the check). ``where`` keeps only rows whose column
+    equals a value (``{"experiment": "x"}`` or ``["experiment=x"]``), e.g. one experiment of
+    a file holding several.
     """
     if isinstance(source, RunTable):
         return source
-    label, header, data = _read_source(source, name)
-    if not header:
-        raise UserError(f"{label}: the table has no columns")
-    row_ids = np.arange(1, len(next(iter(data.values()), [])) + 1)  # source row numbers
-    if where:
-        data, row_ids = _filter_rows(data, header, where, label, row_ids)
-    if not data or not any(len(v) for v in data.values()):
-        raise UserError(f"{label}: the table has no rows")
+    label, header, data, delim, row_ids = _read(source, name, where)
     if unit_tolerance <= 1:
         raise UserError(f"unit_tolerance must be > 1, got {unit_tolerance}")
+    scales = check_scales({"N": n_scale, "D": d_scale, "C": c_scale})
     k = flops_per_nd(flops_convention)
+    notes: list[str] = []
     wanted = {"N": n, "D": d, "C": c, "loss": loss}
-    columns, values = _role_columns(header, data, wanted, label, row_ids)
+    if detect and n is None and d is None and c is None:
+        wanted.update(_detect(header, (loss, group, weight, *extra), notes))
+    found_cols = {
+        r: find_column(header, col, label, r) for r, col in wanted.items() if col is not None
+    }
+    data, row_ids, skipped = drop_invalid(
+        data, found_cols.get("loss"), label, row_ids, delim, skip_invalid
+    )
+    if skipped:
+        notes.append(f"skipped {row_list(skipped)} with an empty, NaN or infinite loss")
+        warnings.warn(f"{label}: {notes[-1]}", UserWarning, stacklevel=2)
+    columns, values = _role_columns(found_cols, data, label, row_ids, delim)
+    notes.extend(_rescale(values, columns, scales, label, row_ids))
     _derive(values, columns, k, label, check_units, unit_tolerance, row_ids)
     group_arr = None if group is None else _group_column(header, data, group, label, row_ids)
-    weights = None if weight is None else _weight_column(header, data, weight, label, row_ids)
-    extras = _extra_columns(header, data, extra, label)
+    weights = _weight_column(header, data, weight, label, row_ids, delim)
+    extras = _extra_columns(header, data, extra, label, delim)
     return RunTable(
         loss=values["loss"],  # type: ignore[arg-type]
         N=values["N"],
@@ -262,25 +310,50 @@ def load_table(
         source=label,
         columns=columns,
         flops_per_nd=k,
+        skipped_rows=skipped,
+        notes=tuple(notes),
     )
 
 
+def _read(
+    source: Any, name: str | None, where: Mapping[str, str] | Sequence[str] | None
+) -> tuple[str, list[str], dict[str, list[Any]], str | None, np.ndarray]:
+    """(label, header, columns, delimiter, source row numbers) of the rows ``where`` keeps."""
+    label, header, data, delim = read_source(source, name)
+    if not header:
+        raise UserError(f"{label}: the table has no columns")
+    row_ids = np.arange(1, len(next(iter(data.values()), [])) + 1)  # source row numbers
+    if where:
+        data, row_ids = filter_rows(data, header, where, label, row_ids)
+    if not data or not any(len(v) for v in data.values()):
+        raise UserError(f"{label}: the table has no rows")
+    return label, header, data, delim, row_ids
+
+
+def _detect(header: list[str], taken: Sequence[str | None], notes: list[str]) -> dict[str, str]:
+    """The N, D, C columns found by name (none of the columns already ``taken``), noted."""
+    found = detect_columns(header, taken=[x for x in taken if x])
+    if any(col != role for role, col in found.items()):  # "N is 'N'" says nothing
+        named = ", ".join(f"{r} = '{col}'" for r, col in found.items())
+        notes.append(f"columns found by name: {named} (choose others with --n/--d/--c)")
+    return found
+
+
 def _role_columns(
-    header: list[str],
+    found: dict[str, str],
     data: dict[str, list[Any]],
-    wanted: dict[str, str | None],
     label: str,
     row_ids: np.ndarray,
+    delim: str | None,
 ) -> tuple[dict[str, str], dict[str, np.ndarray | None]]:
-    """Per role (N, D, C, loss): its source column and its positive numbers (None: not given)."""
-    found = {
-        role: None if name is None else _find_column(header, name, label, role)
-        for role, name in wanted.items()
-    }
-    columns = {role: name for role, name in found.items() if name is not None}
+    """Per role (N, D, C, loss): its source column (``found``) and its positive numbers
+    (None: not given)."""
+    columns = dict(found)
     values: dict[str, np.ndarray | None] = {
-        role: None if name is None else _numbers(data[name], label, name, row_ids)
-        for role, name in found.items()
+        role: numbers(data[found[role]], label, found[role], row_ids, delim)
+        if role in found
+        else None
+        for role in ROLES
     }
     for role in ROLES:
         arr = values[role]
@@ -289,12 +362,35 @@ def _role_columns(
     return columns, values
 
 
+def _rescale(
+    values: dict[str, np.ndarray | None],
+    columns: dict[str, str],
+    scales: dict[str, float],
+    label: str,
+    row_ids: np.ndarray,
+) -> list[str]:
+    """Multiply the N, D, C columns by their unit factors; a note for each."""
+    notes = []
+    for role, factor in scales.items():
+        arr = values[role]
+        if arr is None:
+            raise UserError(
+                f"{label}: --{role.lower()}-scale is given but the table has no {role} column"
+            )
+        with np.errstate(over="ignore", under="ignore"):
+            scaled = arr * factor
+        _check_in_range(scaled, role, f"{columns[role]} * {factor:g}", label, row_ids)
+        values[role] = scaled
+        notes.append(f"{role} = '{columns[role]}' * {factor:g} (--{role.lower()}-scale)")
+    return notes
+
+
 def _group_column(
     header: list[str], data: dict[str, list[Any]], group: str, label: str, row_ids: np.ndarray
 ) -> np.ndarray:
     """The group of every row, as text; an empty group is an error."""
-    gname = _find_column(header, group, label, "group")
-    group_arr = np.array([_text(v) for v in data[gname]], dtype=object)
+    gname = find_column(header, group, label, "group")
+    group_arr = np.array([text_of(v) for v in data[gname]], dtype=object)
     empty = [i for i, v in enumerate(group_arr) if v == ""]
     if empty:
         raise UserError(f"{label} row {row_ids[empty[0]]}, column '{gname}': the group is empty")
@@ -302,11 +398,18 @@ def _group_column(
 
 
 def _weight_column(
-    header: list[str], data: dict[str, list[Any]], weight: str, label: str, row_ids: np.ndarray
-) -> np.ndarray:
-    """The fit weight of every row: finite, non-negative and not all zero."""
-    wname = _find_column(header, weight, label, "weight")
-    weights = _numbers(data[wname], label, wname, row_ids)
+    header: list[str],
+    data: dict[str, list[Any]],
+    weight: str | None,
+    label: str,
+    row_ids: np.ndarray,
+    delim: str | None = None,
+) -> np.ndarray | None:
+    """The fit weight of every row: finite, non-negative and not all zero (None: no column)."""
+    if weight is None:
+        return None
+    wname = find_column(header, weight, label, "weight")
+    weights = numbers(data[wname], label, wname, row_ids, delim)
     bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
     if bad.size:
         raise UserError(
@@ -319,17 +422,21 @@ def _weight_column(
 
 
 def _extra_columns(
-    header: list[str], data: dict[str, list[Any]], extra: Sequence[str], label: str
+    header: list[str],
+    data: dict[str, list[Any]],
+    extra: Sequence[str],
+    label: str,
+    delim: str | None = None,
 ) -> dict[str, np.ndarray]:
     """The ``extra`` columns under the names asked for: numbers if every value is one, else text."""
     extras: dict[str, np.ndarray] = {}
     for e in extra:
-        ename = _find_column(header, e, label, "extra")
+        ename = find_column(header, e, label, "extra")
         raw = data[ename]
         try:
-            extras[e] = np.array([float(_text(v)) for v in raw], dtype=np.float64)
+            extras[e] = np.array([parse_number(text_of(v), delim) for v in raw], dtype=np.float64)
         except ValueError:
-            extras[e] = np.array([_text(v) for v in raw], dtype=object)
+            extras[e] = np.array([text_of(v) for v in raw], dtype=object)
     return extras
 
 
@@ -366,144 +473,6 @@ def table_from_arrays(
         name=name,
         **kw,
     )
-
-
-def _read_source(source: Any, name: str | None) -> tuple[str, list[str], dict[str, list[Any]]]:
-    """-> (label, header, columns) from a path, dict, list of dicts, or DataFrame-like."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        label = name or str(path)
-        if not path.is_file():
-            raise UserError(f"table file not found: {path}")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise UserError(f"{label}: not a UTF-8 text file") from None
-        delim = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        reader = csv.reader(text.splitlines(), delimiter=delim)
-        lines = [r for r in reader if r and any(cell.strip() for cell in r)]
-        if not lines:
-            raise UserError(f"{label}: the file is empty")
-        header = [h.strip() for h in lines[0]]
-        _check_header(header, label)
-        cols: dict[str, list[Any]] = {h: [] for h in header}
-        for i, row in enumerate(lines[1:], start=1):
-            if len(row) != len(header):
-                raise UserError(
-                    f"{label} row {i}: has {len(row)} fields but the header has {len(header)}"
-                )
-            for h, v in zip(header, row):
-                cols[h].append(v)
-        return label, header, cols
-    label = name or type(source).__name__
-    if hasattr(source, "to_dict") and not isinstance(source, Mapping):
-        try:
-            source = source.to_dict("list")  # pandas-style DataFrame
-        except TypeError:
-            raise UserError(f"{label}: to_dict('list') did not give columns") from None
-    if isinstance(source, Mapping):
-        header = [str(k) for k in source]
-        _check_header(header, label)
-        cols = {str(k): list(np.asarray(v, dtype=object).ravel()) for k, v in source.items()}
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            sizes = ", ".join(f"{k}: {len(v)}" for k, v in cols.items())
-            raise UserError(f"{label}: columns have different lengths ({sizes})")
-        return label, header, cols
-    if isinstance(source, Sequence) and all(isinstance(r, Mapping) for r in source):
-        header = []
-        for r in source:
-            for key in r:
-                if str(key) not in header:
-                    header.append(str(key))
-        cols = {h: [] for h in header}
-        for i, r in enumerate(source, start=1):
-            for h in header:
-                if h not in r:
-                    raise UserError(f"{label} row {i}: column '{h}' is missing")
-                cols[h].append(r[h])
-        return label, header, cols
-    raise UserError(
-        f"cannot read a table from {type(source).__name__}: give a CSV path, a dict of "
-        "columns, a list of row dicts, or a DataFrame"
-    )
-
-
-def _filter_rows(
-    data: dict[str, list[Any]],
-    header: list[str],
-    where: Mapping[str, str] | Sequence[str],
-    label: str,
-    row_ids: np.ndarray,
-) -> tuple[dict[str, list[Any]], np.ndarray]:
-    if not isinstance(where, Mapping):
-        pairs = {}
-        for item in where:
-            if "=" not in item:
-                raise UserError(f"row filter {item!r} must look like COLUMN=VALUE")
-            key, value = item.split("=", 1)
-            pairs[key.strip()] = value.strip()
-        where = pairs
-    n = len(next(iter(data.values())))
-    keep = np.ones(n, dtype=bool)
-    for key, value in where.items():
-        col = _find_column(header, key, label, "a row filter")
-        keep &= np.array([_text(v) == str(value).strip() for v in data[col]])
-    if not keep.any():
-        conds = ", ".join(f"{k}={v}" for k, v in where.items())
-        raise UserError(f"{label}: no rows match {conds}")
-    kept = {k: [v for v, ok in zip(vals, keep) if ok] for k, vals in data.items()}
-    return kept, row_ids[keep]
-
-
-def _check_header(header: list[str], label: str) -> None:
-    seen: set[str] = set()
-    for i, h in enumerate(header, start=1):
-        if not h:
-            raise UserError(f"{label}: column {i} of the header has no name")
-        if h in seen:
-            raise UserError(f"{label}: column '{h}' appears twice in the header")
-        seen.add(h)
-
-
-def _find_column(header: list[str], wanted: str, label: str, role: str) -> str:
-    if wanted in header:
-        return wanted
-    folded = [h for h in header if h.lower() == wanted.lower()]
-    if len(folded) == 1:
-        return folded[0]
-    close = difflib.get_close_matches(wanted, header, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"columns are: {', '.join(header)}"
-    raise UserError(f"{label}: no column '{wanted}' for {role}; {hint}")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return str(value).strip()
-
-
-def _numbers(raw: list[Any], label: str, column: str, row_ids: np.ndarray) -> np.ndarray:
-    out = np.empty(len(raw), dtype=np.float64)
-    for i, v in enumerate(raw):
-        row = int(row_ids[i])
-        if isinstance(v, bool):
-            raise UserError(f"{label} row {row}, column '{column}': {v!r} is not a number")
-        if isinstance(v, int | float | np.integer | np.floating):
-            out[i] = float(v)
-            continue
-        text = _text(v)
-        if text == "":
-            raise UserError(f"{label} row {row}, column '{column}': the value is empty")
-        try:
-            out[i] = float(text.replace("_", ""))
-        except ValueError:
-            raise UserError(
-                f"{label} row {row}, column '{column}': {text!r} is not a number"
-            ) from None
-    return out
 
 
 def _check_positive(arr: np.ndarray, label: str, column: str, row_ids: np.ndarray) -> None:
