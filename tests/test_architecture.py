@@ -28,8 +28,9 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"data", "models"},
     "laws": {"models"},
     "finetune": {"train", "models", "data"},
-    "study": {"finetune", "train", "laws", "models", "data"},
-    "cli": {"study", "finetune", "train", "laws", "models", "data"},
+    "evals": {"models", "data", "train"},
+    "study": {"finetune", "evals", "train", "laws", "models", "data"},
+    "cli": {"study", "finetune", "evals", "train", "laws", "models", "data"},
     "__main__": {"cli"},
 }
 NO_TORCH = {"laws", "config", "errors", "cli"}

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "scalelab.cli.models",  # sizes
     "scalelab.cli.laws",  # fit, predict, optimal, plot
     "scalelab.cli.finetune",  # finetune, evaluate, infer, labelcurve
+    "scalelab.cli.evals",  # eval (zero-shot multiple choice)
 )
 
 EPILOG = """\

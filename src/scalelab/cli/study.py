@@ -1,4 +1,4 @@
-"""``scalelab demo``, ``plan``, ``study run|status|fit|finetune``, ``report``: studies."""
+"""``scalelab demo``, ``plan``, ``study run|status|fit|finetune|eval``, ``report``: studies."""
 
 from __future__ import annotations
 
@@ -114,6 +114,23 @@ def _register_study(sub: argparse._SubParsersAction) -> None:
     add_shortcuts(ft, prefix="finetune.")
     add_config_arguments(ft, StudyFinetuneConfig)
     ft.set_defaults(func=_finetune)
+    _register_study_eval(ssub)
+
+
+def _register_study_eval(ssub: argparse._SubParsersAction) -> None:
+    from scalelab.study.zeroshot import StudyEvalConfig
+
+    ev = subparser(
+        ssub,
+        "eval",
+        help="Score every finished rung zero-shot on multiple-choice tasks (resumable), write zeroshot.csv, fit the ladder.",
+        example="scalelab study eval runs/iso --tasks builtin:continuation,builtin:wiki-topic\n"
+        "  scalelab study eval runs/iso --tasks mine.jsonl --limit 500 --precision bf16",
+    )
+    ev.add_argument("study", type=Path, metavar="STUDY")
+    # The study's own dataset builds the built-in tasks: no --dataset here.
+    add_config_arguments(ev, StudyEvalConfig, skip=("dataset",))
+    ev.set_defaults(func=_study_eval)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -158,6 +175,17 @@ def _finetune(args: argparse.Namespace) -> int:
     from scalelab.study.study import Study
 
     return finetune_and_fit(Study.load(args.study), config_from_args(StudyFinetuneConfig, args))
+
+
+def _study_eval(args: argparse.Namespace) -> int:
+    from scalelab.study.study import Study
+    from scalelab.study.zeroshot import StudyEvalConfig, describe, eval_study
+
+    study = Study.load(args.study)
+    outcome = eval_study(study, config_from_args(StudyEvalConfig, args))
+    print(describe(study, outcome))
+    print(f"the report shows it after `scalelab report {args.study}`")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
