@@ -36,10 +36,10 @@ def test_study_finetune_fits_and_predicts_holdout(tiny_study, capsys):
     assert "downstream wiki-topics__full, held out holdout0: ladder predicted" in out
     study = Study.load(tiny_study)
     header = (tiny_study / "results.csv").read_text().splitlines()[0]
-    assert (
-        "wiki-topics__full/test_accuracy" in header
-        and "wiki-topics__full/dev_accuracy_std" in header
-    )
+    assert "wiki-topics__full" not in header
+    tidy = (tiny_study / "downstream.csv").read_text().splitlines()
+    assert tidy[0] == "rung,N_non_embedding,task,method,split,metric,value,std,n_seeds"
+    assert len(tidy) == 1 + 7 * 2 and ",wiki-topics,full,dev,accuracy," in tidy[1]
     res = read_json(tiny_study / "fits" / "summary.json")["downstream"]["wiki-topics__full"]
     assert len(res["points"]) == 7 and res["chance"] == pytest.approx(1 / 11)
     assert {"ladder_estimate", "ladder_lo", "ladder_hi", "actual"} <= set(res["holdout"][0])

@@ -78,7 +78,9 @@ def test_tiny_study_end_to_end(tmp_path, tiny_bpe_dataset, capsys):
     assert all(study.rung_status(r) == "completed" for r in study.rungs)
 
     rows = (study_dir / "results.csv").read_text().splitlines()
-    assert len(rows) == 8 and rows[0].startswith("rung,role,status,budget,N,")
+    assert len(rows) == 8 and rows[0].startswith(
+        "rung,role,status,in_fit,budget_flops,budget_convention,N_non_embedding,"
+    )
     fits = read_json(study_dir / "fits" / "summary.json")
     assert fits["n_fit"] == 6 and fits["holdout"][0]["rung"] == "holdout0"
     assert {"estimate", "actual", "rel_error", "pred_lo", "pred_hi"} <= set(fits["holdout"][0])

@@ -106,7 +106,7 @@ def _register_study(sub: argparse._SubParsersAction) -> None:
     ft = subparser(
         ssub,
         "finetune",
-        help="Fine-tune every finished rung on a task (resumable), record dev/test metrics in results.csv.",
+        help="Fine-tune every finished rung on a task (resumable), record dev/test metrics in downstream.csv.",
         example="scalelab study finetune runs/iso --task wiki-topics --method full --seeds 3\n"
         "  scalelab study finetune runs/iso --task twitter-ner --method lora --perturb casing,typos,entity-swap",
     )

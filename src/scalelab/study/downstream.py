@@ -5,7 +5,7 @@ checkpoint of every finished rung (each seed an ordinary ``scalelab finetune`` r
 ``STUDY/downstream/<task>__<method>/<rung>/seed<k>/``, resumable, finished ones skipped;
 a task from a file is ``<stem>-<path hash>__<method>``, see :attr:`StudyFinetuneConfig.key`),
 optionally evaluates robustness on perturbed test sets, and records dev/test metrics per
-rung in ``results.csv`` next to the pretraining results. ``scalelab study fit`` then fits,
+rung in ``downstream.csv`` (tidy rows) beside ``results.csv``. ``scalelab study fit`` then fits,
 per task and method:
 
 - the metric against N: ``1 - metric = E + A N^-alpha``;
@@ -251,8 +251,38 @@ def rung_metrics(study: Study, key: str, rung_id: str) -> dict[str, Any] | None:
     return out
 
 
+def downstream_rows(study: Study) -> list[dict[str, Any]]:
+    """The tidy rows of ``downstream.csv``: one per task and method, rung and split
+    (``std`` is None with a single seed; the columns are documented in
+    ``study.study.DATA_DICTIONARY``)."""
+    rows = []
+    for key in downstream_keys(study):
+        task, _, method = key.rpartition("__")
+        for rung in study.rungs:
+            m = rung_metrics(study, key, rung.id)
+            if m is None:
+                continue
+            for split in ("dev", "test"):
+                rows.append(
+                    {
+                        "rung": rung.id,
+                        "N_non_embedding": rung.N,
+                        "task": task,
+                        "method": method,
+                        "split": split,
+                        "metric": m["metric"],
+                        "value": m[split],
+                        "std": m[f"{split}_std"] if m["seeds"] > 1 else None,
+                        "n_seeds": m["seeds"],
+                    }
+                )
+    return rows
+
+
 def downstream_columns(study: Study) -> dict[str, dict[str, Any]]:
-    """Per rung id, the downstream columns of results.csv."""
+    """Per rung id, the in-memory downstream columns of a result row
+    (``<task>__<method>/<split>_<metric>`` and ``..._std``, which the report reads; the
+    files hold them as :func:`downstream_rows`)."""
     cols: dict[str, dict[str, Any]] = {}
     for key in downstream_keys(study):
         for rung in study.rungs:
@@ -410,7 +440,7 @@ def finetune_and_fit(study: Study, cfg: Any) -> int:
     from scalelab.study.fit import StudyFitConfig, describe_fit, fit_and_report
 
     statuses = finetune_study(study, cfg)
-    # results.csv carries the downstream metrics: the fits are redone when they changed.
+    # downstream.csv is part of the results hash: the fits are redone when it changed.
     summary = fit_and_report(study, StudyFitConfig())
     if summary is not None:
         print(describe_fit(summary))

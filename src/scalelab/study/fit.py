@@ -1,7 +1,7 @@
 """Fitting a study's results with the scaling-law module.
 
-From ``results.csv`` (rebuilt from the rungs' summaries) this fits, on the rungs whose role
-is ``fit``:
+From the study's results (rebuilt from the rungs' summaries) this fits, on the rungs whose
+role is ``fit``:
 
 - Approach 3 (Chinchilla parametric law, Huber on log loss, 4,500 starts) with a run-level
   bootstrap, N being the non-embedding parameter count and C = 6 N D;
@@ -9,7 +9,9 @@ is ``fit``:
 - Approach 1 (the envelope of the validation curves) when there are curves;
 
 and then predicts every held-out rung from the Approach 3 law, with a prediction interval,
-and states the error. Everything is written under ``STUDY/fits/``.
+and states the error. Everything is written under ``STUDY/fits/``; ``summary.json`` lists
+the rungs of the Approach 3 law (``chinchilla.rungs``), which ``results.csv`` marks
+``in_fit``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ def _fit_approach3(
             "params": dict(all_rungs.params),
             "converged": all_rungs.diagnostics.converged,
             "n_fit": len(fit_rows),
+            "rungs": [r["rung"] for r in fit_rows],
             "a": all_rungs.exponents[0],
             "b": all_rungs.exponents[1],
         }
@@ -175,6 +178,8 @@ def _fit_approach3(
         "warnings": [str(w.message) for w in caught],
         "frontier_band": cfg.frontier_band if all_rungs is not None else None,
         "excluded": sorted({r["rung"] for r in fit_rows} - {r["rung"] for r in near}),
+        # The points of this law: results.csv's in_fit column marks them.
+        "rungs": [r["rung"] for r in near],
     }
     return chin, all_rungs
 
@@ -259,10 +264,21 @@ def load_fit_summary(study: Study) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
+RESULT_FILES = ("results.csv", "curves.csv", "downstream.csv")
+
+
 def results_hash(study: Study) -> str:
-    """Content hash of results.csv (the fits are redone when it changes)."""
-    path = study.root / "results.csv"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
+    """Content hash of results.csv, curves.csv and downstream.csv, the fits' inputs (the
+    fits are redone when it changes; a study fitted by scalelab 0.1 is refitted once)."""
+    paths = [study.root / name for name in RESULT_FILES]
+    if not paths[0].is_file():
+        return ""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 def fit_and_report(study: Study, fit_cfg: Any, *, force_fit: bool = False) -> dict[str, Any] | None:
@@ -271,17 +287,17 @@ def fit_and_report(study: Study, fit_cfg: Any, *, force_fit: bool = False) -> di
 
     study.write_results()
     summary = load_fit_summary(study)
-    current = results_hash(study)
-    if force_fit or summary is None or summary.get("results_hash") != current:
+    if force_fit or summary is None or summary.get("results_hash") != results_hash(study):
         try:
             summary = fit_study(study, fit_cfg)
         except UserError as exc:
             print(f"scalelab: not fitted yet: {exc}", file=sys.stderr)
             summary = None
         else:
-            summary["results_hash"] = current
-            from scalelab.utils.io import atomic_write_json
-
+            # results.csv again: its in_fit column marks the rungs of the new fit, and the
+            # hash is of what the study's tables now hold (unchanged until a rung changes).
+            study.write_results()
+            summary["results_hash"] = results_hash(study)
             atomic_write_json(study.root / "fits" / "summary.json", summary)
     html, md = build_report(study)
     print(f"report: {html} (and {md.name})")

@@ -1,15 +1,23 @@
-"""A study on disk: its plan, its rungs' run directories and the results table.
+"""A study on disk: its plan, its rungs' run directories and the results tables.
 
 Layout::
 
     STUDY/study.yaml          the plan: PlanConfig, the rungs, planning facts (probe, vocab)
     STUDY/rungs/<id>/         one ordinary pretraining run directory per rung
     STUDY/results.csv         one row per rung, rebuilt from the rungs' summary.json files
+    STUDY/curves.csv          one row per evaluation of a rung (its validation curve)
+    STUDY/downstream.csv      one row per rung, fine-tuning task, method and split
     STUDY/fits/*.json         fitted laws (``scalelab study fit``)
     STUDY/report.html|.md     the report (``scalelab report``)
 
-``results.csv`` is never scraped from logs: every number comes from a rung's
-``summary.json`` (and the validation curve from its ``metrics.jsonl`` evaluations).
+The tables are never scraped from logs: every number comes from a rung's ``summary.json``
+(the curves from its ``metrics.jsonl`` evaluations, the fine-tuning metrics from the seed
+runs' summaries). :data:`DATA_DICTIONARY` documents every column the three files hold.
+
+In memory, :meth:`Study.result_rows` keeps the short keys the fits and the report read
+(``N``, ``budget``, the JSON ``curve``, the downstream ``<task>__<method>/<split>_<metric>``
+columns); the files take their names from :data:`FILE_NAMES` at one place,
+:meth:`Study.results_records`.
 """
 
 from __future__ import annotations
@@ -32,13 +40,113 @@ from scalelab.utils.io import atomic_write_text, read_json, read_jsonl
 
 STUDY_FILE = "study.yaml"
 
+# In-memory key of a result_rows() row -> its results.csv column, where they differ
+# (scalelab 0.1 wrote the keys themselves: N, budget).
+FILE_NAMES = {"N": "N_non_embedding", "budget": "budget_flops"}
+
 # Columns of results.csv, in order; per-source validation losses follow as val_loss/<source>.
 RESULT_COLUMNS = [
-    "rung", "role", "status", "budget", "N", "N_total", "N_embedding", "D", "C_6n_kaplan",
-    "C_6n_total", "C_chinchilla", "final_val_loss", "best_val_loss", "n_layer", "d_model",
-    "n_head", "d_ff", "lr", "batch_tokens", "seq_len", "wall_time_s", "tokens_per_s", "step",
-    "total_steps", "curve",
+    "rung", "role", "status", "in_fit", "budget_flops", "budget_convention", "N_non_embedding",
+    "N_total", "N_embedding", "D", "C_6n_kaplan", "C_6n_total", "C_chinchilla", "final_val_loss",
+    "best_val_loss", "n_layer", "d_model", "n_head", "d_ff", "lr", "batch_tokens", "seq_len",
+    "wall_time_s", "tokens_per_s", "step", "total_steps",
 ]  # fmt: skip
+# Columns of curves.csv (per-source losses follow as val_loss/<source>) and downstream.csv.
+CURVE_COLUMNS = ["rung", "step", "tokens", "val_loss"]
+DOWNSTREAM_COLUMNS = [
+    "rung", "N_non_embedding", "task", "method", "split", "metric", "value", "std", "n_seeds",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Column:
+    """One documented column of a study's tables (``<source>`` in a name: any source)."""
+
+    name: str
+    unit: str
+    meaning: str
+
+
+_LOSS = "nats/token"
+_SOURCE_LOSS = Column("val_loss/<source>", _LOSS, "validation loss on one source of the corpus")
+# Every column scalelab writes to results.csv, curves.csv and downstream.csv; nothing else
+# is written (tests/test_study_results.py checks both ways).
+DATA_DICTIONARY: dict[str, tuple[Column, ...]] = {
+    "results.csv": (
+        Column("rung", "id", "rung id (its run directory is `rungs/<rung>/`)"),
+        Column("role", "fit, holdout", "fit: a point of the fits; holdout: predicted by them"),
+        Column("status", "pending, running, interrupted, completed, failed", "where the rung stands"),
+        Column("in_fit", "true, false", "the rung is a point of the saved Approach 3 fit (`fits/summary.json`); false for every rung before a fit; empty when an older fit does not tell"),
+        Column("budget_flops", "FLOPs", "the compute level the rung belongs to, in `budget_convention` (isoflop designs; empty otherwise)"),
+        Column("budget_convention", "6n_kaplan, 6n_total, chinchilla", "FLOP convention of `budget_flops` and of C in the study's fits (the plan's `flops_convention`)"),
+        Column("N_non_embedding", "parameters", "non-embedding parameter count, the N of the fits (Kaplan et al. 2020)"),
+        Column("N_total", "parameters", "every parameter: `N_embedding` + `N_non_embedding` + an untied output head"),
+        Column("N_embedding", "parameters", "lookup tables: token embedding, learned positions (gpt2, bert), token types (bert)"),
+        Column("D", "tokens", "training tokens: trained (completed rungs) or planned"),
+        Column("C_6n_kaplan", "FLOPs", "training compute 6 `N_non_embedding` D (Kaplan et al. 2020, Sec. 2.1)"),
+        Column("C_6n_total", "FLOPs", "training compute 6 `N_total` D"),
+        Column("C_chinchilla", "FLOPs", "training compute, full count of Hoffmann et al. 2022, App. F"),
+        Column("final_val_loss", _LOSS, "mean cross-entropy on the validation tokens at the last evaluation (bert: masked-LM loss)"),
+        Column("best_val_loss", _LOSS, "lowest validation loss of any evaluation"),
+        Column("n_layer", "layers", "transformer blocks"),
+        Column("d_model", "units", "hidden width"),
+        Column("n_head", "heads", "attention heads"),
+        Column("d_ff", "units", "feed-forward width"),
+        Column("lr", "–", "peak learning rate"),
+        Column("batch_tokens", "tokens per step", "tokens per optimizer step"),
+        Column("seq_len", "tokens", "training sequence length"),
+        Column("wall_time_s", "s", "training wall-clock time"),
+        Column("tokens_per_s", "tokens/s", "training throughput"),
+        Column("step", "steps", "optimizer steps done"),
+        Column("total_steps", "steps", "optimizer steps planned"),
+        _SOURCE_LOSS,
+    ),
+    "curves.csv": (
+        Column("rung", "id", "rung id (`results.csv`'s `rung`)"),
+        Column("step", "steps", "optimizer step of the evaluation"),
+        Column("tokens", "tokens", "training tokens seen at the evaluation"),
+        Column("val_loss", _LOSS, "validation loss, as `final_val_loss` (every evaluation with a finite loss)"),
+        _SOURCE_LOSS,
+    ),
+    "downstream.csv": (
+        Column("rung", "id", "rung id (`results.csv`'s `rung`) whose final checkpoint was fine-tuned"),
+        Column("N_non_embedding", "parameters", "non-embedding parameter count of the rung"),
+        Column("task", "name", "fine-tuning task (a task file: `<stem>-<path hash>`)"),
+        Column("method", "name", "fine-tuning method (full, lora, ...); `downstream/<task>__<method>/` holds the runs"),
+        Column("split", "dev, test", "evaluation split"),
+        Column("metric", "accuracy, f1", "headline metric of the task"),
+        Column("value", "fraction (0-1)", "the metric, mean over the completed seeds"),
+        Column("std", "fraction (0-1)", "sample standard deviation over seeds (empty with one seed)"),
+        Column("n_seeds", "runs", "completed fine-tuning seeds averaged"),
+    ),
+    "zeroshot.csv": (
+        Column("rung", "id", "rung id (`results.csv`'s `rung`) whose final model was scored (`scalelab study eval`)"),
+        Column("N_non_embedding", "parameters", "non-embedding parameter count of the rung"),
+        Column("D", "tokens", "training tokens of the rung"),
+        Column("task", "name", "zero-shot task: `builtin:continuation`, `builtin:wiki-topic`, or a JSONL file as `<stem>-<content hash>`"),
+        Column("metric", "acc, acc_norm, bpb", "accuracy; accuracy with log-likelihood per character (lm-evaluation-harness `acc_norm`); the gold answer's bits per byte"),
+        Column("value", "fraction (0-1), or bits per byte", "the metric over the task's examples"),
+        Column("stderr", "as value", "standard error: binomial for accuracies, of the mean for bpb"),
+    ),
+}  # fmt: skip
+
+
+def documented(table: str, column: str) -> bool:
+    """Whether ``column`` of ``table`` (results.csv, ...) is in :data:`DATA_DICTIONARY`."""
+    names = {c.name for c in DATA_DICTIONARY[table]}
+    return column in names or (
+        column.startswith("val_loss/") and "val_loss/<source>" in names and column != "val_loss/"
+    )
+
+
+def data_dictionary_markdown() -> str:
+    """:data:`DATA_DICTIONARY` as markdown tables (the README's "Study tables")."""
+    out = []
+    for table, columns in DATA_DICTIONARY.items():
+        out += [f"`STUDY/{table}`:", "", "| column | unit | meaning |", "|---|---|---|"]
+        out += [f"| `{c.name}` | {c.unit} | {c.meaning} |" for c in columns]
+        out.append("")
+    return "\n".join(out)
 
 
 @dataclass
@@ -153,6 +261,12 @@ class Study:
 
     # ------------------------------------------------------------------ results
     def result_rows(self) -> list[dict[str, Any]]:
+        """One row per rung under the in-memory keys the fits and the report read (``N``,
+        ``budget``, ``curve`` as JSON, the downstream columns); :meth:`results_records`
+        has the file's names."""
+        return self._result_rows(self._evals())
+
+    def _result_rows(self, evals: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         from scalelab.study.downstream import downstream_columns
 
         downstream = downstream_columns(self)
@@ -186,43 +300,164 @@ class Study:
                 "tokens_per_s": s.get("tokens_per_s"),
                 "step": s.get("step", 0),
                 "total_steps": s.get("total_steps", math.ceil(rung.tokens / rung.batch_tokens)),
-                "curve": json.dumps(self.curve(rung)),
+                "curve": json.dumps(_curve(evals[rung.id])),
             }
             for key, value in sorted((s.get("last_eval") or {}).items()):
-                if key.startswith("val_loss/") and status == "completed":
+                if _source_loss(key) and status == "completed":
                     row[key] = value
             row.update(downstream.get(rung.id, {}))
             rows.append(row)
         return rows
 
-    def curve(self, rung: Rung) -> list[list[float]]:
-        """Validation loss at every evaluation: [[tokens, loss], ...] (Approach 1 uses these)."""
-        path = self.rung_dir(rung) / "metrics.jsonl"
+    def eval_records(self, rung: Rung) -> list[dict[str, Any]]:
+        """The rung's evaluations in ``metrics.jsonl`` that have a finite ``val_loss``."""
         return [
-            [int(r["tokens"]), float(r["val_loss"])]
-            for r in read_jsonl(path)
-            if r.get("type") == "eval"
-            and r.get("val_loss") is not None
-            and math.isfinite(r["val_loss"])
+            r
+            for r in read_jsonl(self.rung_dir(rung) / "metrics.jsonl")
+            if r.get("type") == "eval" and _finite(r.get("val_loss"))
         ]
 
-    def write_results(self) -> Path:
-        rows = self.result_rows()
-        extra = sorted({k for r in rows for k in r if k not in RESULT_COLUMNS})
-        columns = RESULT_COLUMNS[:-1] + extra + ["curve"]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
+    def _evals(self) -> dict[str, list[dict[str, Any]]]:
+        return {rung.id: self.eval_records(rung) for rung in self.rungs}
+
+    def curve(self, rung: Rung) -> list[list[float]]:
+        """Validation loss at every evaluation: [[tokens, loss], ...] (Approach 1 uses these)."""
+        return _curve(self.eval_records(rung))
+
+    def results_records(self, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The rows of ``results.csv``: its columns (:data:`RESULT_COLUMNS`, then the
+        ``val_loss/<source>`` ones), in order, with typed values (None: empty).
+
+        The one place the in-memory keys become the file's names (:data:`FILE_NAMES`);
+        ``in_fit`` comes from the saved fit, ``curve`` and the downstream columns are left
+        to ``curves.csv`` and ``downstream.csv``.
+        """
+        rows = self.result_rows() if rows is None else rows
+        used = _fitted_rungs(self.root, rows)
+        sources = sorted({k for r in rows for k in r if _source_loss(k)})
+        out = []
         for r in rows:
-            writer.writerow({k: _cell(r.get(k)) for k in columns})
+            rec = {FILE_NAMES.get(k, k): v for k, v in r.items()}
+            rec["in_fit"] = None if used is None else r["rung"] in used
+            rec["budget_convention"] = self.plan.flops_convention
+            out.append({c: rec.get(c) for c in RESULT_COLUMNS + sources})
+        return out
+
+    def curve_records(self) -> list[dict[str, Any]]:
+        """The rows of ``curves.csv``: one per evaluation of every rung (rung, step, tokens,
+        val_loss and the rung's ``val_loss/<source>`` losses)."""
+        return _curve_records(self._evals())
+
+    def downstream_records(self) -> list[dict[str, Any]]:
+        """The rows of ``downstream.csv``: one per rung, task, method and split."""
+        from scalelab.study.downstream import downstream_rows
+
+        return downstream_rows(self)
+
+    def write_results(self) -> Path:
+        """Rewrite ``results.csv``, ``curves.csv`` and ``downstream.csv`` (each atomically;
+        results.csv last); returns the path of results.csv."""
+        evals = self._evals()
+        records = self.results_records(self._result_rows(evals))
+        curves = _curve_records(evals)
+        atomic_write_text(self.root / "curves.csv", _csv_text(curves, CURVE_COLUMNS))
+        downstream = _csv_text(self.downstream_records(), DOWNSTREAM_COLUMNS)
+        atomic_write_text(self.root / "downstream.csv", downstream)
         path = self.root / "results.csv"
-        atomic_write_text(path, buf.getvalue())
+        atomic_write_text(path, _csv_text(records, RESULT_COLUMNS))
         return path
+
+    # ------------------------------------------------------------------ notebooks
+    def to_pandas(self) -> Any:
+        """``results.csv`` as a pandas DataFrame (the file's columns; needs pandas)."""
+        from scalelab.study.notebook import frame
+
+        return frame(self.results_records(), RESULT_COLUMNS)
+
+    def curves_to_pandas(self) -> Any:
+        """``curves.csv`` as a pandas DataFrame, one row per evaluation (needs pandas)."""
+        from scalelab.study.notebook import frame
+
+        return frame(self.curve_records(), CURVE_COLUMNS)
+
+    def downstream_to_pandas(self) -> Any:
+        """``downstream.csv`` as a pandas DataFrame (needs pandas)."""
+        from scalelab.study.notebook import frame
+
+        return frame(self.downstream_records(), DOWNSTREAM_COLUMNS)
+
+    def _repr_html_(self) -> str:
+        from scalelab.study.notebook import study_html
+
+        return study_html(self)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _source_loss(key: str) -> bool:
+    """``val_loss/<source>``: a per-source validation loss."""
+    return key.startswith("val_loss/") and len(key) > len("val_loss/")
+
+
+def _curve(evals: list[dict[str, Any]]) -> list[list[float]]:
+    return [[int(r["tokens"]), float(r["val_loss"])] for r in evals]
+
+
+def _curve_records(evals: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Long-format curves: one row per evaluation, in rung order (``evals``' order)."""
+    out = []
+    for rid, records in evals.items():
+        for r in records:
+            rec = {"rung": rid, "step": r.get("step"), "tokens": int(r["tokens"])}
+            rec["val_loss"] = float(r["val_loss"])
+            rec.update({k: v for k, v in sorted(r.items()) if _source_loss(k)})
+            out.append(rec)
+    return out
+
+
+def _fitted_rungs(root: Path, rows: list[dict[str, Any]]) -> set[str] | None:
+    """The rung ids of the saved Approach 3 fit (``fits/summary.json``): an empty set when
+    there is no fit; None when the summary does not list them and they cannot be rebuilt."""
+    path = root / "fits" / "summary.json"
+    if not path.is_file():
+        return set()
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError):
+        return None
+    chin = summary.get("chinchilla") if isinstance(summary, dict) else None
+    if not isinstance(chin, dict):
+        return None
+    if isinstance(chin.get("rungs"), list):
+        return {str(r) for r in chin["rungs"]}
+    # A fit saved before the list was: rebuild its selection (study.fit) if its count agrees.
+    loss, excluded = summary.get("loss", "final_val_loss"), set(chin.get("excluded") or ())
+    used = {
+        r["rung"]
+        for r in rows
+        if r["role"] == "fit" and r["status"] == "completed" and r.get(loss) is not None
+    } - excluded
+    return used if len(used) == summary.get("n_fit") else None
+
+
+def _csv_text(records: list[dict[str, Any]], columns: list[str]) -> str:
+    """``records`` as CSV: ``columns``, then any other key of theirs, sorted."""
+    extra = sorted({k for r in records for k in r if k not in columns})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns + extra, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: _cell(r.get(k)) for k in columns + extra})
+    return buf.getvalue()
 
 
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
     return value
