@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from scalelab.laws.svg import attach_point_titles
 from scalelab.study.report.html import Report
 from scalelab.study.study import Study
 from scalelab.utils.io import read_json
@@ -20,12 +21,23 @@ def _figure(width: float = 6.4, height: float = 4.4):
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def _point_title(p: dict[str, Any]) -> str:
+    """The hover line of a fine-tuned rung's point in the SVG figures."""
+    from scalelab.laws.plots import number_label as num
+
+    return (
+        f"rung {p['rung']}: N = {num(p['N'], 4)}, loss = {num(p['loss'], 5)}, "
+        f"test {p.get('metric', 'metric')} = {num(p['test'], 4)} ({p['role']})"
+    )
+
+
 def plot_metric_vs_n(key: str, res: dict[str, Any]):
     pts = res["points"]
     metric = pts[0]["metric"] if pts else "metric"
     fig, ax = _figure()
     fit_pts = [p for p in pts if p["role"] == "fit"]
-    ax.errorbar([p["N"] for p in fit_pts], [p["test"] for p in fit_pts], yerr=[p["test_std"] for p in fit_pts], fmt="o", color="C0", ms=4, capsize=2, label="fine-tuned rungs (test)")  # fmt: skip
+    bars = ax.errorbar([p["N"] for p in fit_pts], [p["test"] for p in fit_pts], yerr=[p["test_std"] for p in fit_pts], fmt="o", color="C0", ms=4, capsize=2, label="fitted rungs (test)")  # fmt: skip
+    attach_point_titles(bars.lines[0], [_point_title(p) for p in fit_pts])
     pl = res.get("power_law", {}).get("params")
     if pl and fit_pts:
         lo = min(p["N"] for p in pts) / 1.5
@@ -37,7 +49,7 @@ def plot_metric_vs_n(key: str, res: dict[str, Any]):
             ceiling - (pl["E"] + pl["A"] * xs ** -pl["alpha"]),
             color="C0",
             lw=1.0,
-            label="1 - metric = E + A N^-alpha",
+            label="power law in N: 1 - metric = E + A·N^-α",
         )
     for h in res.get("holdout", []):
         ax.scatter(
@@ -47,7 +59,7 @@ def plot_metric_vs_n(key: str, res: dict[str, Any]):
             s=140,
             color="k",
             zorder=4,
-            label=f"held out {h['rung']} (measured)",
+            label=f"held out {h['rung']} (not fitted; measured)",
         )
         if "ladder_estimate" in h:
             est = h["ladder_estimate"]
@@ -57,7 +69,7 @@ def plot_metric_vs_n(key: str, res: dict[str, Any]):
     ys = [p["test"] for p in pts] + [res.get("chance") or 0.0]
     ax.set_ylim(max(0.0, min(ys) - 0.1), min(1.0, max(ys) + 0.1))  # a diverging fit stays off-scale
     ax.set_xscale("log")
-    ax.set_xlabel("N (non-embedding parameters)")
+    ax.set_xlabel("non-embedding N (parameters)")
     ax.set_ylabel(f"test {metric}")
     ax.legend(fontsize=7)
     ax.set_title(f"{key}: {metric} against size", fontsize=10)
@@ -68,10 +80,14 @@ def plot_metric_vs_loss(key: str, res: dict[str, Any]):
     pts = res["points"]
     lad = res.get("ladder", {}).get("params")
     fig, ax = _figure()
-    for role, color, label in (("fit", "C0", "fitted rungs"), ("holdout", "k", "held out")):
+    for role, color, label in (
+        ("fit", "C0", "fitted rungs"),
+        ("holdout", "k", "held out (not fitted)"),
+    ):
         sel = [p for p in pts if p["role"] == role]
         if sel:
-            ax.scatter([p["loss"] for p in sel], [p["test"] for p in sel], color=color, s=18, label=label)  # fmt: skip
+            pts_ = ax.scatter([p["loss"] for p in sel], [p["test"] for p in sel], color=color, s=18, label=label)  # fmt: skip
+            attach_point_titles(pts_, [_point_title(p) for p in sel])
     ax.legend(fontsize=7)
     if lad:
         ls = np.linspace(min(p["loss"] for p in pts) - 0.2, max(p["loss"] for p in pts) + 0.2, 100)
@@ -82,7 +98,7 @@ def plot_metric_vs_loss(key: str, res: dict[str, Any]):
             a / (1 + np.exp(-k * (ls - l0))) + b,
             color="C3",
             lw=1.0,
-            label="metric = a / (1 + exp(-k (L - L0))) + b",
+            label="ladder sigmoid: metric = a / (1 + exp(-k (L - L0))) + b",
         )
         ax.legend(fontsize=7)
     ax.set_xlabel("pretraining validation loss")

@@ -2,7 +2,9 @@
 
 ``report.html`` embeds every figure as a base64 PNG and its CSS inline, so it opens from a
 file, offline, anywhere. ``report.md`` references the same figures as files under
-``figures/`` (for viewing on GitHub or in an editor). Both are written atomically.
+``figures/`` (for viewing on GitHub or in an editor). Each figure is also written as
+``figures/<name>.svg`` (vector, for papers; its data points show their run when hovered),
+linked under the figure. Everything is written atomically.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class Report:
         self.subtitle = subtitle
         self.blocks: list[_Block] = []
         self._figures: dict[str, bytes] = {}
+        self._svgs: dict[str, bytes] = {}
 
     def heading(self, text: str, level: int = 2) -> None:
         self.blocks.append(_Block("heading", {"text": text, "level": level}))
@@ -92,27 +94,34 @@ class Report:
             _Block("table", {"columns": columns, "cells": cells, "caption": caption})
         )
 
-    def figure(self, fig: Any, name: str, caption: str | None = None, *, dpi: int = 110) -> None:
-        """Add a matplotlib figure (a ``Figure``; pyplot figures are closed after rendering)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    def figure(
+        self, fig: Any, name: str, caption: str | None = None, *, dpi: int = 110, svg: bool = True
+    ) -> None:
+        """Add a matplotlib figure (a ``Figure``; pyplot figures are closed after rendering),
+        as PNG and (``svg``) as SVG beside it."""
+        from scalelab.laws.plots import render_figure
 
-        if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
-            FigureCanvasAgg(fig)
-        from scalelab.laws.plots import tidy_log_axes
-
-        tidy_log_axes(fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        png = render_figure(fig, "png", dpi=dpi, bbox_inches="tight")
+        vector = render_figure(fig, "svg", bbox_inches="tight") if svg else None
         if getattr(fig, "number", None) is not None:  # managed by pyplot: release it
             import matplotlib.pyplot as plt
 
             plt.close(fig)
-        self.add_png(buf.getvalue(), name, caption)
+        self.add_png(png, name, caption, svg=vector)
 
-    def add_png(self, png: bytes, name: str, caption: str | None = None) -> None:
+    def add_png(
+        self, png: bytes, name: str, caption: str | None = None, *, svg: bytes | None = None
+    ) -> None:
+        """Add a rendered PNG (and optionally its SVG, written as ``<stem>.svg``)."""
         stem = name if name.endswith(".png") else f"{name}.png"
         self._figures[stem] = png
+        if svg is not None:
+            self._svgs[stem[: -len(".png")] + ".svg"] = svg
         self.blocks.append(_Block("figure", {"name": stem, "caption": caption}))
+
+    def _svg_name(self, png_name: str) -> str | None:
+        name = png_name[: -len(".png")] + ".svg"
+        return name if name in self._svgs else None
 
     # ------------------------------------------------------------------ rendering
     def to_html(self) -> str:
@@ -149,8 +158,15 @@ class Report:
                     f"<figcaption>{html.escape(d['caption'])}</figcaption>" if d["caption"] else ""
                 )
                 alt = html.escape(d["caption"] or d["name"])
+                svg = self._svg_name(d["name"])
+                link = (
+                    f"<figcaption class='meta'><a href='figures/{html.escape(svg)}'>SVG</a> "
+                    "(vector; hover a point for its run)</figcaption>"
+                    if svg
+                    else ""
+                )
                 out.append(
-                    f"<figure><img alt='{alt}' src='data:image/png;base64,{data}'>{cap}</figure>"
+                    f"<figure><img alt='{alt}' src='data:image/png;base64,{data}'>{cap}{link}</figure>"
                 )
         out.append("</body></html>\n")
         return "\n".join(out)
@@ -180,13 +196,17 @@ class Report:
                 out += [f"![{d['caption'] or d['name']}]({figure_dir}/{d['name']})", ""]
                 if d["caption"]:
                     out += [f"_{d['caption']}_", ""]
+                svg = self._svg_name(d["name"])
+                if svg:
+                    out += [f"[SVG]({figure_dir}/{svg})", ""]
         return "\n".join(out)
 
     def write(self, out_dir: str | Path, *, stem: str = "report") -> tuple[Path, Path]:
-        """Write ``<stem>.html`` (self-contained), ``<stem>.md`` and ``figures/*.png``."""
+        """Write ``<stem>.html`` (self-contained), ``<stem>.md``, ``figures/*.png`` and
+        ``figures/*.svg``."""
         out_dir = Path(out_dir)
-        for name, png in self._figures.items():
-            atomic_write_bytes(out_dir / "figures" / name, png)
+        for name, data in {**self._figures, **self._svgs}.items():
+            atomic_write_bytes(out_dir / "figures" / name, data)
         html_path, md_path = out_dir / f"{stem}.html", out_dir / f"{stem}.md"
         atomic_write_text(html_path, self.to_html())
         atomic_write_text(md_path, self.to_markdown())

@@ -18,6 +18,10 @@ import numpy as np
 from scalelab.study.report.html import Report, fmt
 from scalelab.study.study import Study
 
+N_LABEL = "non-embedding N"
+"""The study's N is always the non-embedding parameter count (Kaplan et al. 2020, Sec. 2.1)."""
+N_AXIS = f"{N_LABEL} (parameters)"
+
 
 def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.4):
     from matplotlib.figure import Figure
@@ -53,9 +57,11 @@ def plot_curves(study: Study, rows: list[dict[str, Any]]):
             lw=1.2,
             ls="--" if r["role"] == "holdout" else "-",
         )
-    fig.colorbar(
-        matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N (non-embedding)"
-    )
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=N_AXIS)
+    ax.plot([], [], color="0.35", lw=1.2, label="fitted rungs")
+    if any(r["role"] == "holdout" for r in done):
+        ax.plot([], [], color="0.35", lw=1.2, ls="--", label="held out (not fitted)")
+    ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("tokens D")
     ax.set_ylabel("validation loss")
@@ -63,40 +69,53 @@ def plot_curves(study: Study, rows: list[dict[str, Any]]):
     return fig
 
 
+def rung_title(r: dict[str, Any], conv: str) -> str:
+    """The hover line of a rung's point in the SVG figures."""
+    from scalelab.laws.plots import number_label as num
+
+    role = "fitted" if r["role"] == "fit" else "held out, not fitted"
+    c = r.get(f"C_{conv}")
+    return (
+        f"rung {r['rung']}: N = {num(r['N'], 4)}, D = {num(r['D'], 4)}"
+        + (f", C = {num(c, 4)}" if c else "")
+        + f", loss = {num(r['final_val_loss'], 5)} ({role})"
+    )
+
+
 def plot_loss_vs(rows: list[dict[str, Any]], chin: Any, var: str, conv: str):
     """Loss against D or C; the law's compute-optimal frontier on the C panel."""
     import matplotlib
+
+    from scalelab.laws.plots import law_name, legend
+    from scalelab.laws.svg import attach_point_titles
 
     fig, (ax,) = _figure()
     key = {"D": "D", "C": f"C_{conv}"}[var]
     done = [r for r in rows if r["status"] == "completed" and r["final_val_loss"] is not None]
     norm = _lognorm([r["N"] for r in done])
     cmap = matplotlib.colormaps["viridis"]
-    for r in done:
-        marker = "*" if r["role"] == "holdout" else "o"
-        ax.scatter(
-            r[key],
-            r["final_val_loss"],
-            color=cmap(norm(r["N"])),
-            marker=marker,
-            s=90 if marker == "*" else 22,
-            zorder=3,
-        )
+    for role, marker, size, label in (
+        ("fit", "o", 22, "fitted rungs"),
+        ("holdout", "*", 90, "held out (not fitted)"),
+    ):
+        sel = [r for r in done if r["role"] == role]
+        if sel:
+            pts = ax.scatter([r[key] for r in sel], [r["final_val_loss"] for r in sel], c=[cmap(norm(r["N"])) for r in sel], marker=marker, s=size, zorder=3, label=label)  # fmt: skip
+            attach_point_titles(pts, [rung_title(r, conv) for r in sel])
     if chin is not None and var == "C":
         cs = np.geomspace(min(r[key] for r in done) / 2, max(r[key] for r in done) * 4, 80)
         alloc = chin.optimal(cs)
-        ax.plot(cs, alloc.loss, color="k", lw=1.2, label="law at the compute-optimal N, D")
+        ax.plot(cs, alloc.loss, color="k", lw=1.2, label=f"{law_name(chin)} at the compute-optimal N, D")  # fmt: skip
         ivs = alloc.intervals.get("loss")
         if ivs:
-            ax.fill_between(cs, [i.lo for i in ivs], [i.hi for i in ivs], color="k", alpha=0.12)
-        ax.legend(fontsize=8)
+            ax.fill_between(cs, [i.lo for i in ivs], [i.hi for i in ivs], color="k", alpha=0.12, label=f"{ivs[0].level:.0%} bootstrap")  # fmt: skip
     elif chin is not None:
         for n in sorted({r["N"] for r in done})[:: max(1, len({r["N"] for r in done}) // 5)]:
             ds = np.geomspace(min(r["D"] for r in done) / 2, max(r["D"] for r in done) * 2, 60)
             ax.plot(ds, chin.predict(N=np.full_like(ds, n), D=ds), color=cmap(norm(n)), lw=0.9)
-    fig.colorbar(
-        matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N (non-embedding)"
-    )
+        ax.plot([], [], color="0.35", lw=0.9, label=f"{law_name(chin)} at several N")
+    legend(ax, fontsize=8)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=N_AXIS)
     ax.set_xscale("log")
     ax.set_xlabel({"D": "tokens D", "C": f"compute C ({conv} FLOPs)"}[var])
     ax.set_ylabel("final validation loss")
@@ -106,6 +125,9 @@ def plot_loss_vs(rows: list[dict[str, Any]], chin: Any, var: str, conv: str):
 
 def plot_sources(rows: list[dict[str, Any]]):
     """Final validation loss per source against N."""
+    from scalelab.laws.plots import number_label
+    from scalelab.laws.svg import attach_point_titles
+
     done = [r for r in rows if r["status"] == "completed"]
     sources = sorted({k.split("/", 1)[1] for r in done for k in r if k.startswith("val_loss/")})
     if not sources:
@@ -113,11 +135,14 @@ def plot_sources(rows: list[dict[str, Any]]):
     fig, (ax,) = _figure()
     for i, s in enumerate(sources):
         pts = sorted(
-            (r["N"], r[f"val_loss/{s}"]) for r in done if r.get(f"val_loss/{s}") is not None
+            (r["N"], r[f"val_loss/{s}"], r["rung"])
+            for r in done
+            if r.get(f"val_loss/{s}") is not None
         )
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, color=f"C{i}", label=s)
+        pts_ = ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, color=f"C{i}", label=s)
+        attach_point_titles(pts_, [f"rung {p[2]}: N = {number_label(p[0], 4)}, {s} loss = {number_label(p[1], 5)}" for p in pts])  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("N (non-embedding)")
+    ax.set_xlabel(N_AXIS)
     ax.set_ylabel("final validation loss")
     ax.legend(fontsize=8)
     ax.set_title("validation loss by source", fontsize=10)
@@ -234,12 +259,14 @@ def _headline(
 def _plan_section(rep: Report, study: Study, rows: list[dict[str, Any]], conv: str) -> None:
     """Every rung of the plan as a table, then the loss curves."""
     rep.heading("Plan and rungs")
+    levels = any(r.get("budget") for r in rows if r["role"] == "fit")
     rep.table(
         [
             {
                 "rung": r["rung"],
                 "role": r["role"],
                 "status": r["status"],
+                **({f"level C ({conv})": r.get("budget")} if levels else {}),
                 "N": r["N"],
                 "layers×width": f"{r['n_layer']}×{r['d_model']}",
                 "D (tokens)": r["D"],
@@ -251,13 +278,45 @@ def _plan_section(rep: Report, study: Study, rows: list[dict[str, Any]], conv: s
                 "time (s)": r["wall_time_s"],
                 "tok/s": r["tokens_per_s"],
             }
-            for r in rows
+            for r in rung_order(rows)
         ],
-        caption="Every rung of the plan; N counts non-embedding parameters (Kaplan et al. 2020).",
+        caption="Every rung of the plan, by compute level then size (held-out rungs last); "
+        "N counts non-embedding parameters (Kaplan et al. 2020).",
     )
     fig = plot_curves(study, rows)
     if fig is not None:
         rep.figure(fig, "curves", "Validation loss during training (intermediate evaluations).")
+
+
+def rung_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rungs by compute level (an isoflop plan's budget; ladders and grids have none),
+    then by size N, then by tokens D; held-out rungs last."""
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["role"] == "holdout",
+            r.get("budget") or 0.0,
+            r["N"] or 0,
+            r["D"] or 0,
+            str(r["rung"]),
+        ),
+    )
+
+
+def _rung_table(rows: list[dict[str, Any]]) -> Any:
+    """The rungs as a RunTable (N, D, final loss; the rung id carried for hover titles)."""
+    from scalelab.laws import load_table
+
+    cols = {k: [r[k] for r in rows] for k in ("N", "D", "final_val_loss", "rung")}
+    return load_table(
+        cols,
+        n="N",
+        d="D",
+        loss="final_val_loss",
+        extra=["rung"],
+        flops_convention="6n_kaplan",
+        check_units=False,
+    )
 
 
 def _law_sections(
@@ -270,24 +329,17 @@ def _law_sections(
     conv: str,
 ) -> None:
     """Loss against N, D and C, the allocation, the fitted laws and the extrapolation check."""
-    from scalelab.laws import load_table
     from scalelab.laws.plots import plot_loss_vs_n, plot_residuals
 
     fit_rows = [r for r in done if r["role"] == "fit"]
-    cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss")}
-    table = load_table(
-        cols,
-        n="N",
-        d="D",
-        loss="final_val_loss",
-        flops_convention="6n_kaplan",
-        check_units=False,
-    )
+    table = _rung_table(fit_rows)
+    held = [r for r in done if r["role"] == "holdout" and r["final_val_loss"] is not None]
     rep.heading("Loss against N, D and C")
     rep.figure(
-        plot_loss_vs_n(table, chin),
+        plot_loss_vs_n(table, chin, n_label=N_LABEL, held_out=_rung_table(held) if held else None),
         "loss_vs_n",
-        "Loss against N, coloured by D, with the fitted law at several D.",
+        "Loss against non-embedding N, coloured by D, with the fitted law at several D "
+        "(stars: held-out rungs, not fitted).",
     )
     rep.figure(
         plot_loss_vs(rows, chin, "D", conv),
@@ -309,7 +361,11 @@ def _law_sections(
         _approach_rows(chin, fits),
         caption="Compute-optimal exponents by approach (Hoffmann et al. 2022 found a ≈ b ≈ 0.5).",
     )
-    rep.figure(plot_residuals(table, chin), "residuals", "Residuals of the Approach 3 fit.")
+    rep.figure(
+        plot_residuals(table, chin, n_label=N_LABEL),
+        "residuals",
+        "Residuals of the Approach 3 fit.",
+    )
     if fits.get("holdout"):
         _holdout_section(rep, fits["holdout"])
     notes = fits.get("chinchilla", {}).get("warnings", []) + fits.get("isoflop", {}).get(
@@ -328,13 +384,13 @@ def _allocation_section(
 
     rep.heading("Compute-optimal allocation")
     rep.figure(
-        plot_optimal(chin, isoflop=iso),
+        plot_optimal(chin, isoflop=iso, n_label=N_LABEL),
         "optimal",
         "N_opt and D_opt against compute from the Approach 3 law (bands: bootstrap), IsoFLOP minima as points.",
     )
     if iso is None:
         return
-    iso_cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss", "budget")}
+    iso_cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss", "budget", "rung")}
     iso_cols["C"] = [r[f"C_{conv}"] for r in fit_rows]
     iso_table = load_table(
         iso_cols,
@@ -342,11 +398,11 @@ def _allocation_section(
         d="D",
         c="C",
         loss="final_val_loss",
-        extra=["budget"],
+        extra=["budget", "rung"],
         flops_convention="none",
     )
     rep.figure(
-        plot_isoflop(iso_table, iso),
+        plot_isoflop(iso_table, iso, n_label=N_LABEL),
         "isoflop",
         "IsoFLOP profiles (Approach 2): parabolas in log N per compute level and their minima.",
     )
