@@ -48,9 +48,13 @@ def test_fit_predict_optimal_plot(runs_csv, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "tokens/param" in text and "N [" in text
 
-    assert main(["plot", str(out), "--out", str(tmp_path / "plots")]) == 0
+    args = ["plot", str(out), "--out", str(tmp_path / "plots"), "--n-label", "non-embedding N"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.count(".svg") == 3
     for name in ("loss_vs_n.png", "residuals.png", "optimal.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        svg = (tmp_path / "plots" / name).with_suffix(".svg").read_text()
+        assert "<svg" in svg and "non-embedding N" in svg
 
 
 def test_other_forms_from_the_cli(runs_csv, tmp_path, capsys):

@@ -409,7 +409,9 @@ class PlotConfig(Config):
     table: Path | None = None
     """The runs table (default: the one the fit was made from, as saved in the JSON)."""
     out: Path = Path("plots")
-    """Directory for the PNG files."""
+    """Directory for the figures (each as PNG and SVG)."""
+    n_label: str | None = None
+    """How the axes name N, e.g. "non-embedding N" (default: the table's column name)."""
 
 
 def run_plot(cfg: PlotConfig) -> tuple[list[Path], str]:
@@ -427,23 +429,26 @@ def run_plot(cfg: PlotConfig) -> tuple[list[Path], str]:
     written: list[Path] = []
     out = Path(cfg.out)
 
+    label = {"n_label": cfg.n_label}
+
     def save(fig: Any, name: str) -> None:
-        written.append(plots.save_figure(fig, out / name))
+        png = plots.save_figure(fig, out / name)  # writes the SVG beside it
+        written.extend((png, png.with_suffix(".svg")))
 
     if isinstance(fit, LawFit):
         if table is None:
             raise UserError(f"{cfg.path}: no table saved with the fit; pass --table TABLE.csv")
-        save(plots.plot_loss_vs_n(table, fit), "loss_vs_n.png")
-        save(plots.plot_residuals(table, fit), "residuals.png")
+        save(plots.plot_loss_vs_n(table, fit, **label), "loss_vs_n.png")
+        save(plots.plot_residuals(table, fit, **label), "residuals.png")
         if {"N", "D"} <= set(fit.variables) and fit.flops_per_nd is not None:
-            save(plots.plot_optimal(fit), "optimal.png")
+            save(plots.plot_optimal(fit, **label), "optimal.png")
     elif isinstance(fit, IsoFLOPFit):
         if table is None:
             raise UserError(f"{cfg.path}: no table saved with the fit; pass --table TABLE.csv")
-        save(plots.plot_isoflop(table, fit), "isoflop.png")
-        save(plots.plot_optimal(fit), "optimal.png")
+        save(plots.plot_isoflop(table, fit, **label), "isoflop.png")
+        save(plots.plot_optimal(fit, **label), "optimal.png")
     elif isinstance(fit, EnvelopeFit):
-        save(plots.plot_optimal(fit), "optimal.png")
+        save(plots.plot_optimal(fit, **label), "optimal.png")
     else:
         raise UserError(f"{cfg.path}: no plots for a {fit.kind} result")
     return written, "\n".join(f"wrote {p}" for p in written)

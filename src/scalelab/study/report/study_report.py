@@ -198,8 +198,10 @@ def build_report(study: Study) -> tuple[Path, Path]:
         )
 
     from scalelab.study.report.downstream import add_downstream_section
+    from scalelab.study.report.zeroshot import render_zeroshot
 
     add_downstream_section(rep, study)
+    render_zeroshot(rep, study)
     return rep.write(study.root)
 
 
