@@ -18,6 +18,18 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The planner's throughput-probe cache lives in a temporary directory, never ~/.cache."""
+    old = os.environ.get("SCALELAB_CACHE_DIR")
+    os.environ["SCALELAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("SCALELAB_CACHE_DIR", None)
+    else:
+        os.environ["SCALELAB_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     try:
         import torch

@@ -48,7 +48,7 @@ def _register_demo_and_plan(sub: argparse._SubParsersAction) -> None:
         help="Turn a design and a compute budget into a study (shapes, tokens, lr, batch, FLOPs, time).",
         example="scalelab plan --design isoflop --budget-flops 3e14 --out runs/iso --dry-run\n"
         "  scalelab plan --design ladder --n-min 2e4 --n-max 2e6 --tokens-per-param 10,20,40 --out runs/ladder\n"
-        "  scalelab plan --design isoflop --budget-hours 0.5 --out runs/half-hour",
+        "  scalelab plan --design isoflop --budget-hours 1 --out runs/one-hour",
     )
     plan.add_argument("--out", type=Path, default=None, help="study directory to create")
     plan.add_argument("--dry-run", action="store_true", help="print the rungs and spend no compute")

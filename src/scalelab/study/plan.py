@@ -18,14 +18,21 @@ Budgets are in FLOPs under ``flops_convention`` (default ``6n_kaplan``: C = 6 N 
 non-embedding N, the convention in which the fitted laws state compute). Wall time follows
 the full count instead (Hoffmann et al. 2022 Appendix F, with the embedding/logit and
 attention FLOPs that dominate small models): ``--budget-hours`` converts wall-clock time
-into a budget with a short throughput probe on this machine (``probe.py``).
+into a budget with a short throughput probe on this machine (``probe.py``, cached per
+machine and shape, so the same hours give the same plan), and the plan prints the FLOPs
+that the hours became, which reproduce it anywhere.
+
+A budget too small for the design is refused with the smallest one that works, in the
+unit it was given in (:func:`min_budget_flops`): for ``isoflop`` the budget whose
+smallest rung sits at the size dial's lower end, found by bisection (the sizes of a
+design grow monotonically with its budget); for ``ladder`` and ``grid`` the compute of
+their fitted rungs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +60,10 @@ class PlanConfig(Config):
     budget_flops: float | None = None
     """Total compute of the study, all rungs together, in FLOPs (see flops_convention)."""
     budget_hours: float | None = None
-    """Total wall-clock of the study on this machine; converted to FLOPs by a throughput probe."""
+    """Total wall-clock of the study on this machine; converted to FLOPs by a throughput probe
+    (cached per machine and shape; takes precedence over budget_flops)."""
+    reprobe: bool = False
+    """Measure this machine's throughput again instead of reusing the cached probe."""
     flops_convention: str = "6n_kaplan"
     """FLOP convention of budgets and of C in the fits: 6n_kaplan (6 N D, N non-embedding; the
     convention of Kaplan et al. 2020 and of the Chinchilla law's allocation), 6n_total or
@@ -233,6 +243,15 @@ def _rung(
     )
 
 
+def _tokens_per_param(cfg: PlanConfig, n_target: float, compute: float, vocab_size: int) -> float:
+    """Training tokens per parameter (all of them) of the size ``n_target`` at ``compute``."""
+    from scalelab.models.accounting import flops_per_token, param_counts
+
+    mcfg = _model_cfg(cfg, n_target, vocab_size)
+    tokens = compute / flops_per_token(mcfg, cfg.flops_convention, seq_len=cfg.base.seq_len)
+    return tokens / param_counts(mcfg).total
+
+
 def _prior_n_opt(cfg: PlanConfig, compute: float, vocab_size: int) -> float:
     """Non-embedding size whose tokens at this compute are the prior tokens per parameter.
 
@@ -240,14 +259,10 @@ def _prior_n_opt(cfg: PlanConfig, compute: float, vocab_size: int) -> float:
     are most of a model, and 20 tokens per non-embedding parameter would leave the larger
     rungs a few dozen optimizer steps (measured: such rungs sat far above the frontier).
     """
-    from scalelab.models.accounting import flops_per_token, param_counts
-
     lo, hi = 1e3, 1e12
     for _ in range(60):
         mid = math.sqrt(lo * hi)
-        mcfg = _model_cfg(cfg, mid, vocab_size)
-        tokens = compute / flops_per_token(mcfg, cfg.flops_convention, seq_len=cfg.base.seq_len)
-        if tokens / param_counts(mcfg).total > cfg.prior_tokens_per_param:
+        if _tokens_per_param(cfg, mid, compute, vocab_size) > cfg.prior_tokens_per_param:
             lo = mid
         else:
             hi = mid
@@ -264,61 +279,183 @@ def _isoflop_levels(cfg: PlanConfig, total: float) -> list[float]:
     return [c1 * r**i for i in range(k)]
 
 
+def _smallest_target(cfg: PlanConfig, budget: float, vocab_size: int) -> float:
+    """The smallest size target of an isoflop design at ``budget`` (0 below the dial).
+
+    Nondecreasing in ``budget``: the prior's bisection takes the same steps for a larger
+    compute until one of its comparisons flips, and then only upwards.
+    """
+    from scalelab.models.sizes import MIN_TARGET
+
+    c1 = _isoflop_levels(cfg, budget)[0]
+    if _tokens_per_param(cfg, MIN_TARGET, c1, vocab_size) <= cfg.prior_tokens_per_param:
+        return 0.0  # the prior's optimum lies below the dial's smallest size
+    return _prior_n_opt(cfg, c1, vocab_size) / math.sqrt(cfg.size_spread)
+
+
+def num(x: float) -> str:
+    """The shortest spelling of ``x`` that reads back as exactly ``x`` (``3.1e14``, ``0.82``,
+    ``100``), without an exponent where that is as short."""
+    plain = repr(float(x)).removesuffix(".0")
+    for digits in range(1, 18):
+        text = f"{x:.{digits}g}".replace("e+", "e")
+        if float(text) == x:
+            return plain if len(plain) <= len(text) else text
+    return plain
+
+
+def round_sig(x: float, digits: int, *, up: bool) -> float:
+    """``x`` rounded up (or down) to ``digits`` significant digits, spelled exactly as typed."""
+    e = math.floor(math.log10(x)) - digits + 1
+    m = math.ceil(x / 10.0**e) if up else math.floor(x / 10.0**e)
+    value = float(f"{m}e{e}")
+    if up and value < x:  # the division rounded the wrong way
+        value = float(f"{m + 1}e{e}")
+    elif not up and value > x:
+        value = float(f"{m - 1}e{e}")
+    return value
+
+
+def min_budget_flops(cfg: PlanConfig, vocab_size: int) -> float:
+    """The smallest budget (FLOPs, the plan's convention) that the design can be planned at.
+
+    isoflop: the budget whose smallest rung is the size dial's smallest model, found by
+    bisection in log budget to 1e-9 (:func:`_smallest_target` is monotone); ladder and grid:
+    the compute of their fitted rungs (the budget does not pay for the holdout).
+    """
+    from scalelab.models.sizes import MIN_TARGET
+
+    if cfg.design != "isoflop":
+        conv = cfg.flops_convention
+        return sum(r.flops[conv] for r in _explicit_rungs(cfg, vocab_size))
+
+    def ok(budget: float) -> bool:
+        return _smallest_target(cfg, budget, vocab_size) >= MIN_TARGET
+
+    hi = 1e14
+    while not ok(hi):
+        hi *= 10
+        if hi > 1e300:
+            raise UserError(
+                f"no budget fits the isoflop design in the size dial: size_spread "
+                f"{cfg.size_spread:g} is too wide; lower --size-spread"
+            )
+    lo = hi / 10
+    while ok(lo):
+        hi, lo = lo, lo / 10
+    while hi / lo > 1 + 1e-9:
+        mid = lo * math.sqrt(hi / lo)  # no overflow near 1e300
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def workable_budget_flops(cfg: PlanConfig, vocab_size: int) -> float:
+    """:func:`min_budget_flops` rounded up to 2 significant digits (what errors report)."""
+    return round_sig(min_budget_flops(cfg, vocab_size), 2, up=True)
+
+
+_HINTS = {
+    "isoflop": "use fewer levels or sizes (--n-budgets, --sizes-per-budget, --size-spread)",
+    "ladder": "lower --n-max or --tokens-per-param",
+    "grid": "use smaller --sizes or --tokens",
+}
+
+
+def too_small(
+    cfg: PlanConfig,
+    *,
+    floor_flops: float,
+    budget_flops: float | None = None,
+    floor_hours: float | None = None,
+) -> UserError:
+    """The one-line error of a budget below the design's smallest, in the user's unit."""
+    conv, design, hint = cfg.flops_convention, cfg.design, _HINTS[cfg.design]
+    if floor_hours is not None:
+        return UserError(
+            f"a {num(cfg.budget_hours)} h budget is too small for the {design} design on this "
+            f"machine: the smallest workable budget is {num(floor_hours)} h "
+            f"({num(floor_flops)} FLOPs, {conv}); raise --budget-hours or {hint}"
+        )
+    return UserError(
+        f"a {num(budget_flops)} FLOPs budget is too small for the {design} design: the smallest "
+        f"workable budget is {num(floor_flops)} FLOPs ({conv}); raise --budget-flops or {hint}"
+    )
+
+
+def _isoflop_rungs(cfg: PlanConfig, budget: float, vocab_size: int) -> list[Rung]:
+    from scalelab.models.sizes import MAX_TARGET, MIN_TARGET
+
+    if _smallest_target(cfg, budget, vocab_size) < MIN_TARGET:
+        raise too_small(
+            cfg, budget_flops=budget, floor_flops=workable_budget_flops(cfg, vocab_size)
+        )
+    levels = _isoflop_levels(cfg, budget)
+    half = math.sqrt(cfg.size_spread)
+    if _prior_n_opt(cfg, levels[-1], vocab_size) * half > MAX_TARGET:
+        raise UserError(
+            f"the isoflop design at {num(budget)} FLOPs needs sizes beyond the dial's largest "
+            f"({MAX_TARGET:.0e} non-embedding parameters); lower the budget or --size-spread"
+        )
+    rungs = []
+    for i, c in enumerate(levels):
+        centre = _prior_n_opt(cfg, c, vocab_size)
+        for j, n in enumerate(np.geomspace(centre / half, centre * half, cfg.sizes_per_budget)):
+            rungs.append(
+                _rung(
+                    cfg,
+                    rid=f"c{i}-n{j}",
+                    role="fit",
+                    budget=c,
+                    n_target=n,
+                    tokens=None,
+                    vocab_size=vocab_size,
+                )
+            )
+    return rungs
+
+
+def _explicit_rungs(cfg: PlanConfig, vocab_size: int) -> list[Rung]:
+    """The fitted rungs of a ladder or grid (their sizes and tokens are given)."""
+    if cfg.design == "ladder":
+        pairs = [
+            (n, n * t)
+            for n in np.geomspace(cfg.n_min, cfg.n_max, cfg.n_sizes)
+            for t in cfg.tokens_per_param
+        ]
+    else:
+        pairs = [(n, d) for n in cfg.sizes for d in cfg.tokens]
+    return [
+        _rung(
+            cfg,
+            rid=f"r{i:02d}",
+            role="fit",
+            budget=None,
+            n_target=n,
+            tokens=d,
+            vocab_size=vocab_size,
+        )
+        for i, (n, d) in enumerate(pairs)
+    ]
+
+
 def plan_rungs(
     cfg: PlanConfig, *, vocab_size: int, budget_flops: float | None = None
 ) -> list[Rung]:
     """The rungs of a design, fitted rungs in run order (cheapest first), holdouts last."""
     budget_flops = budget_flops if budget_flops is not None else cfg.budget_flops
-    rungs: list[Rung] = []
+    conv = cfg.flops_convention
     if cfg.design == "isoflop":
         if budget_flops is None:
             raise UserError("the isoflop design needs a budget")
-        levels = _isoflop_levels(cfg, budget_flops)
-        for i, c in enumerate(levels):
-            centre = _prior_n_opt(cfg, c, vocab_size)
-            half = math.sqrt(cfg.size_spread)
-            for j, n in enumerate(np.geomspace(centre / half, centre * half, cfg.sizes_per_budget)):
-                rungs.append(
-                    _rung(
-                        cfg,
-                        rid=f"c{i}-n{j}",
-                        role="fit",
-                        budget=c,
-                        n_target=n,
-                        tokens=None,
-                        vocab_size=vocab_size,
-                    )
-                )
-        top = levels[-1]
+        rungs = _isoflop_rungs(cfg, budget_flops, vocab_size)
+        top = max(r.budget or 0.0 for r in rungs)
     else:
-        if cfg.design == "ladder":
-            pairs = [
-                (n, n * t)
-                for n in np.geomspace(cfg.n_min, cfg.n_max, cfg.n_sizes)
-                for t in cfg.tokens_per_param
-            ]
-        else:
-            pairs = [(n, d) for n in cfg.sizes for d in cfg.tokens]
-        for i, (n, d) in enumerate(pairs):
-            rungs.append(
-                _rung(
-                    cfg,
-                    rid=f"r{i:02d}",
-                    role="fit",
-                    budget=None,
-                    n_target=n,
-                    tokens=d,
-                    vocab_size=vocab_size,
-                )
-            )
-        top = max(r.flops[cfg.flops_convention] for r in rungs)
-        if budget_flops is not None:
-            spent = sum(r.flops[cfg.flops_convention] for r in rungs)
-            if spent > budget_flops:
-                raise UserError(
-                    f"the {cfg.design} design needs {spent:.3g} FLOPs before its holdout, more than the "
-                    f"budget of {budget_flops:.3g}; lower n_max or tokens_per_param"
-                )
+        rungs = _explicit_rungs(cfg, vocab_size)
+        top = max(r.flops[conv] for r in rungs)
+        spent = sum(r.flops[conv] for r in rungs)
+        if budget_flops is not None and spent > budget_flops:
+            floor = round_sig(spent, 2, up=True)
+            raise too_small(cfg, budget_flops=budget_flops, floor_flops=floor)
     for h in range(cfg.holdout):
         c = top * cfg.holdout_factor * (1 + h)
         n = _prior_n_opt(cfg, c, vocab_size)
@@ -333,7 +470,7 @@ def plan_rungs(
                 vocab_size=vocab_size,
             )
         )
-    fit = sorted((r for r in rungs if r.role == "fit"), key=lambda r: r.flops[cfg.flops_convention])
+    fit = sorted((r for r in rungs if r.role == "fit"), key=lambda r: r.flops[conv])
     return fit + [r for r in rungs if r.role == "holdout"]
 
 
@@ -357,63 +494,25 @@ def _vocab_size(plan: PlanConfig) -> int:
     return plan.base.data.vocab_size
 
 
-def _probe_for(plan: PlanConfig, rungs: list[Rung], vocab: int, threads: int) -> dict[str, Any]:
-    from scalelab.models.config import ModelConfig
-    from scalelab.study.probe import probe_throughput
-
-    widths = sorted({r.shape["d_model"] for r in rungs})
-    pick = sorted({widths[0], widths[len(widths) // 2], widths[-1]})
-    cfgs = []
-    for w in pick:
-        shape = next(r.shape for r in rungs if r.shape["d_model"] == w)
-        cfgs.append(
-            ModelConfig.from_shape(
-                shape, arch=plan.base.arch, vocab_size=vocab, max_seq_len=plan.base.seq_len
-            )
-        )
-    batch = min(r.batch_tokens for r in rungs)
-    print(f"probing training throughput at widths {', '.join(map(str, pick))} ...", file=sys.stderr)
-    return probe_throughput(
-        cfgs,
-        seq_len=plan.base.seq_len,
-        batch_tokens=batch,
-        precision=plan.base.runtime.precision,
-        threads=threads,
-    )
-
-
 def make_plan(
     plan: PlanConfig, *, probe: bool, workers: int = 0
 ) -> tuple[list[Rung], dict[str, Any]]:
     """Rungs of ``plan`` with estimated times; a wall-clock budget is converted with the probe."""
     from scalelab.study.jobs import cpu_only, resolve_parallelism
+    from scalelab.study.probe import budget_for_hours, probe_rungs
 
     vocab = _vocab_size(plan)
     n_workers, threads = resolve_parallelism(workers, 0, cpu=cpu_only(plan.base.runtime.device))
     facts: dict[str, Any] = {"vocab_size": vocab, "workers": n_workers, "threads": threads}
     budget = plan.budget_flops
     if plan.budget_hours is not None:
-        # Time is nearly proportional to compute at a fixed design: rescale a guess a few times.
-        target_s = plan.budget_hours * 3600 * n_workers
-        budget = budget or 1e14
-        probe_result = None
-        for _ in range(4):
-            rungs = plan_rungs(plan, vocab_size=vocab, budget_flops=budget)
-            if probe_result is None:
-                probe_result = _probe_for(plan, rungs, vocab, threads)
-            est = sum(r.est_seconds or 0 for r in with_estimates(rungs, probe_result))
-            budget *= target_s / est
-        facts["probe"] = probe_result
-        facts["budget_flops"] = budget
-        return with_estimates(
-            plan_rungs(plan, vocab_size=vocab, budget_flops=budget), probe_result
-        ), facts
+        budget, facts["probe"] = budget_for_hours(plan, vocab, workers=n_workers, threads=threads)
+        facts["budget_hours"] = plan.budget_hours
     rungs = plan_rungs(plan, vocab_size=vocab, budget_flops=budget)
-    if probe:
-        facts["probe"] = _probe_for(plan, rungs, vocab, threads)
-        rungs = with_estimates(rungs, facts["probe"])
+    if probe and "probe" not in facts:
+        facts["probe"] = probe_rungs(plan, rungs, vocab, threads)
     facts["budget_flops"] = budget
-    return rungs, facts
+    return with_estimates(rungs, facts.get("probe")), facts
 
 
 def plan_table(rungs: list[Rung], convention: str) -> str:
@@ -435,6 +534,18 @@ def plan_table(rungs: list[Rung], convention: str) -> str:
     return "\n".join(lines)
 
 
+def hours_line(plan: PlanConfig, facts: dict[str, Any]) -> str:
+    """What ``--budget-hours`` became: the FLOPs that reproduce the plan on any machine."""
+    budget, probe = num(facts["budget_flops"]), facts.get("probe") or {}
+    workers, threads = facts["workers"], facts["threads"]
+    where = f", probe cached in {probe['cache']}" if probe.get("cache") else ""
+    return (
+        f"--budget-hours {num(plan.budget_hours or 0)} = {budget} FLOPs ({plan.flops_convention}) "
+        f"on this machine ({workers} worker{'s' * (workers != 1)} x {threads} "
+        f"thread{'s' * (threads != 1)}{where}); --budget-flops {budget} plans the same rungs anywhere"
+    )
+
+
 def plan_study(
     plan: PlanConfig, out: Path | None, *, dry_run: bool, probe: bool, workers: int = 0
 ) -> Any:
@@ -443,12 +554,16 @@ def plan_study(
         raise UserError("give the study directory with --out (or use --dry-run)")
     rungs, facts = make_plan(plan, probe=probe, workers=workers)
     print(plan_table(rungs, plan.flops_convention))
+    if plan.budget_hours is not None:
+        print(hours_line(plan, facts))
     if dry_run:
         return None
     from scalelab.study.study import Study
     from scalelab.utils.io import ensure_dir
 
-    study = Study.create(ensure_dir(Path(out), "study directory"), plan, rungs, facts)
+    # reprobe is an action, not part of the design: a rerun without it is the same study.
+    stored = plan.replace(reprobe=False)
+    study = Study.create(ensure_dir(Path(out), "study directory"), stored, rungs, facts)
     print(
         f"study written to {study.root / 'study.yaml'}; run it with: scalelab study run {study.root}"
     )
