@@ -323,3 +323,11 @@ def test_notebook_html_and_frames(fitted, tmp_path, monkeypatch):
     assert list(curves.columns) == _read(fitted.root / "curves.csv")[0]
     assert len(curves) == len(_read(fitted.root / "curves.csv")[1])
     assert list(fitted.downstream_to_pandas().columns) == DOWNSTREAM_COLUMNS
+
+
+def test_the_readme_holds_the_data_dictionary():
+    """The README's "Study tables" are generated from DATA_DICTIONARY: they must not drift."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert data_dictionary_markdown().strip() in readme

@@ -5,4 +5,4 @@ downstream tasks and report it all. Importing the package does no work and does 
 import torch; each stage imports what it needs when it runs.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
