@@ -240,11 +240,14 @@ def plot_loss_vs_n(
     n_curves: int = 5,
     n_label: str | None = None,
     held_out: RunTable | None = None,
+    excluded: RunTable | None = None,
+    excluded_label: str = "not fitted",
 ) -> Any:
     """Loss against N (or the law's variable), coloured by D, with the fitted law as curves
     at a few values of D. Dropped outliers are drawn hollow; ``held_out`` runs (not fitted,
-    e.g. a study's extrapolation rung) as stars. ``n_label`` names N on the axis (default:
-    the table's column)."""
+    e.g. a study's extrapolation rung) as stars; ``excluded`` runs (left out of the fit by a
+    selection, e.g. a frontier band) hollow grey, labelled ``excluded_label``. ``n_label``
+    names N on the axis (default: the table's column)."""
     from matplotlib.colors import LogNorm
 
     xvar = "N" if "N" in fit.variables else fit.variables[0]
@@ -268,7 +271,10 @@ def plot_loss_vs_n(
     if held_out is not None and len(held_out) and getattr(held_out, xvar, None) is not None:
         colors = cmap(norm(held_out.D)) if has_d and held_out.D is not None else "k"
         _scatter(ax, held_out, getattr(held_out, xvar), "held out, not fitted", marker="*", s=130, c=colors, edgecolors="k", linewidths=0.6, zorder=4, label="held out (not fitted)")  # fmt: skip
-    xs = [x] + ([getattr(held_out, xvar)] if held_out is not None and len(held_out) else [])
+    if excluded is not None and len(excluded) and getattr(excluded, xvar, None) is not None:
+        _scatter(ax, excluded, getattr(excluded, xvar), excluded_label, s=22, facecolors="none", edgecolors="0.45", zorder=3, label=excluded_label)  # fmt: skip
+    extra = [t for t in (held_out, excluded) if t is not None and len(t)]
+    xs = [x] + [getattr(t, xvar) for t in extra]
     lo, hi = min(float(v.min()) for v in xs), max(float(v.max()) for v in xs)
     grid = np.geomspace(lo / 1.5, hi * 1.5, 200)
     if "D" in fit.variables and xvar == "N":

@@ -324,6 +324,11 @@ class Study:
         """Validation loss at every evaluation: [[tokens, loss], ...] (Approach 1 uses these)."""
         return _curve(self.eval_records(rung))
 
+    def fitted_rungs(self, rows: list[dict[str, Any]] | None = None) -> set[str] | None:
+        """Ids of the rungs the saved Approach 3 fit used (``in_fit``): empty before a fit,
+        None when an old fit summary does not tell."""
+        return _fitted_rungs(self.root, self.result_rows() if rows is None else rows)
+
     def results_records(self, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """The rows of ``results.csv``: its columns (:data:`RESULT_COLUMNS`, then the
         ``val_loss/<source>`` ones), in order, with typed values (None: empty).
@@ -333,7 +338,7 @@ class Study:
         to ``curves.csv`` and ``downstream.csv``.
         """
         rows = self.result_rows() if rows is None else rows
-        used = _fitted_rungs(self.root, rows)
+        used = self.fitted_rungs(rows)
         sources = sorted({k for r in rows for k in r if _source_loss(k)})
         out = []
         for r in rows:

@@ -188,7 +188,7 @@ def build_report(study: Study) -> tuple[Path, Path]:
     _headline(rep, study, rows, done, conv, chin, fits)
     _plan_section(rep, study, rows, conv)
     if chin is not None and done:
-        _law_sections(rep, rows, done, chin, iso, fits, conv)
+        _law_sections(rep, study, rows, done, chin, iso, fits, conv)
 
     fig = plot_sources(rows)
     if fig is not None:
@@ -323,6 +323,7 @@ def _rung_table(rows: list[dict[str, Any]]) -> Any:
 
 def _law_sections(
     rep: Report,
+    study: Study,
     rows: list[dict[str, Any]],
     done: list[dict[str, Any]],
     chin: Any,
@@ -334,14 +335,24 @@ def _law_sections(
     from scalelab.laws.plots import plot_loss_vs_n, plot_residuals
 
     fit_rows = [r for r in done if r["role"] == "fit"]
-    table = _rung_table(fit_rows)
+    # The points of the saved fit (a frontier band fits only some of the fit rungs).
+    used = study.fitted_rungs(rows) or {r["rung"] for r in fit_rows}
+    table = _rung_table([r for r in fit_rows if r["rung"] in used])
+    outside = [r for r in fit_rows if r["rung"] not in used]
     held = [r for r in done if r["role"] == "holdout" and r["final_val_loss"] is not None]
     rep.heading("Loss against N, D and C")
     rep.figure(
-        plot_loss_vs_n(table, chin, n_label=N_LABEL, held_out=_rung_table(held) if held else None),
+        plot_loss_vs_n(
+            table,
+            chin,
+            n_label=N_LABEL,
+            held_out=_rung_table(held) if held else None,
+            excluded=_rung_table(outside) if outside else None,
+            excluded_label="outside the frontier band (not fitted)",
+        ),
         "loss_vs_n",
         "Loss against non-embedding N, coloured by D, with the fitted law at several D "
-        "(stars: held-out rungs, not fitted).",
+        "(stars: held-out rungs; hollow: rungs the fit did not use).",
     )
     rep.figure(
         plot_loss_vs(rows, chin, "D", conv),
