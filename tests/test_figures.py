@@ -301,3 +301,22 @@ def test_downstream_points_are_titled():
         for i, p in enumerate(pts)
     ]
     assert fig.axes[0].get_xlabel() == "non-embedding N (parameters)"
+
+
+def test_rungs_a_band_left_out_are_drawn_as_not_fitted():
+    rows = [r for r in _rows() if r["role"] == "fit"]
+    cols = {k: [r[k] for r in rows] for k in ("N", "D", "final_val_loss")}
+    table = load_table(cols, n="N", d="D", loss="final_val_loss")
+    chin = fit_chinchilla(table, grid=small_grid())
+    inside, outside = (
+        table.subset(np.arange(len(table)) % 3 != 0),
+        table.subset(np.arange(len(table)) % 3 == 0),
+    )
+    fig = plots.plot_loss_vs_n(
+        inside, chin, excluded=outside, excluded_label="outside the band (not fitted)"
+    )
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "outside the band (not fitted)" in texts
+    titles = point_titles(plots.render_figure(fig, "svg"))
+    assert sum("outside the band" in t for t in titles) == len(outside) > 0
+    assert len(titles) == len(table)

@@ -188,7 +188,7 @@ def build_report(study: Study) -> tuple[Path, Path]:
     _headline(rep, study, rows, done, conv, chin, fits)
     _plan_section(rep, study, rows, conv)
     if chin is not None and done:
-        _law_sections(rep, study, rows, done, chin, iso, fits, conv)
+        _law_sections(rep, rows, done, chin, iso, fits, conv, used=study.fitted_rungs(rows))
 
     fig = plot_sources(rows)
     if fig is not None:
@@ -323,20 +323,21 @@ def _rung_table(rows: list[dict[str, Any]]) -> Any:
 
 def _law_sections(
     rep: Report,
-    study: Study,
     rows: list[dict[str, Any]],
     done: list[dict[str, Any]],
     chin: Any,
     iso: Any,
     fits: dict[str, Any],
     conv: str,
+    used: set[str] | None = None,
 ) -> None:
-    """Loss against N, D and C, the allocation, the fitted laws and the extrapolation check."""
+    """Loss against N, D and C, the allocation, the fitted laws and the extrapolation check.
+    ``used``: the rung ids the saved fit used (default: every fit rung)."""
     from scalelab.laws.plots import plot_loss_vs_n, plot_residuals
 
     fit_rows = [r for r in done if r["role"] == "fit"]
     # The points of the saved fit (a frontier band fits only some of the fit rungs).
-    used = study.fitted_rungs(rows) or {r["rung"] for r in fit_rows}
+    used = used or {r["rung"] for r in fit_rows}
     table = _rung_table([r for r in fit_rows if r["rung"] in used])
     outside = [r for r in fit_rows if r["rung"] not in used]
     held = [r for r in done if r["role"] == "holdout" and r["final_val_loss"] is not None]
