@@ -110,3 +110,22 @@ def test_label_efficiency_and_labels_needed():
     assert res.predict([25600])[0] > res.predict([12800])[0]
     with pytest.raises(UserError, match="below the ceiling"):
         res.labels_needed(1.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_sigmoid_through_trendless_points_says_it_is_not_identified(seed):
+    """Accuracies with no trend in the loss (small models near chance, as in the default
+    study's zero-shot scores): the sigmoid fits noise, and must say so."""
+    rng = np.random.default_rng(seed)
+    loss = np.linspace(2.5, 3.1, 15)
+    fit = fit_sigmoid(loss, 0.30 + rng.normal(0, 0.01, loss.size), chance=0.25)
+    assert any("not identified" in w for w in fit.warnings)
+
+
+def test_a_sigmoid_through_its_whole_range_is_identified():
+    rng = np.random.default_rng(0)
+    full = np.linspace(1.0, 5.0, 30)
+    acc = 0.6 / (1 + np.exp(3.0 * (full - 3.0))) + 0.25 + rng.normal(0, 0.01, full.size)
+    good = fit_sigmoid(full, acc, chance=0.25)
+    assert good.warnings == ()
+    assert abs(good.L0 - 3.0) < 0.05

@@ -101,6 +101,8 @@ class SigmoidFit(Result):
     b_fixed: bool
     rmse: float
     n_points: int
+    warnings: tuple[str, ...] = ()
+    """Why the sigmoid is not identified by its points (empty: it is)."""
 
     @property
     def params(self) -> dict[str, float]:
@@ -181,15 +183,53 @@ def fit_sigmoid(
         raise UserError("fit_sigmoid: no start converged")
     th = best.x
     pred = _sigmoid_parts(th, ls, chance)[0]
+    b = float(chance) if chance is not None else float(th[3])
     return SigmoidFit(
         a=float(th[0]),
         k=float(th[1]),
         L0=float(th[2]),
-        b=float(chance) if chance is not None else float(th[3]),
+        b=b,
         b_fixed=chance is not None,
         rmse=float(np.sqrt(np.mean((pred - m) ** 2))),
         n_points=int(ls.size),
+        warnings=_sigmoid_warnings(th, b, ls, chance is not None, jac(th), 2.0 * best.cost),
     )
+
+
+def _sigmoid_warnings(
+    th: np.ndarray, b: float, loss: np.ndarray, fraction: bool, jac: np.ndarray, sse: float
+) -> tuple[str, ...]:
+    """Why the points do not determine the sigmoid: its midpoint lies outside the observed
+    losses (one tail seen), a parameter's standard error (Gauss-Newton, s^2 (J'J)^-1) is
+    larger than its value, or its ceiling a + b leaves [0, 1] for a metric fitted above
+    chance (``fraction``)."""
+    a, l0 = float(th[0]), float(th[2])
+    out = []
+    n, p = jac.shape
+    if n > p:
+        cov = sse / (n - p) * np.linalg.pinv(jac.T @ jac)
+        se = np.sqrt(np.clip(np.diag(cov)[:3], 0.0, None))
+        loose = [
+            f"{name} {v:.3g} ± {e:.2g}"
+            for name, v, e in zip(("a", "k", "L0"), th[:3], se)
+            if not e < abs(v)
+        ]
+        if loose:
+            out.append(
+                "the sigmoid's parameters are not identified by its points (standard error "
+                f"above the value: {', '.join(loose)}); its predictions are a fit to noise "
+                "beyond the observed range"
+            )
+    lo, hi = float(loss.min()), float(loss.max())
+    if not lo <= l0 <= hi:
+        out.append(
+            f"the sigmoid's midpoint L0 = {l0:.3g} lies outside the observed task losses "
+            f"[{lo:.3g}, {hi:.3g}]: only one tail is seen, so its ceiling and slope are not "
+            "identified; trust predictions only inside the observed range"
+        )
+    if fraction and not 0.0 <= a + b <= 1.0 + 1e-9:
+        out.append(f"the sigmoid's ceiling a + b = {a + b:.3g} is outside [0, 1]")
+    return tuple(out)
 
 
 # ====================================================================== (c) the ladder

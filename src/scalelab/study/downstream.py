@@ -389,7 +389,7 @@ def _fit_one_downstream(
     )
     try:
         ladder = fit_ladder(table, metric, chance=res["chance"], loss_fit=loss_fit)
-        res["ladder"] = {"params": dict(ladder.params)}
+        res["ladder"] = {"params": dict(ladder.params), "warnings": list(ladder.sigmoid.warnings)}
     except UserError as exc:
         res["ladder"] = {"error": str(exc)}
         ladder = None

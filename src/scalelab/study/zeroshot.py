@@ -268,6 +268,7 @@ def fit_task_ladder(study: Study, key: str, per_rung: list[dict[str, Any]]) -> d
     save_fit(fit, path)
     info["ladder"] = path.name
     info["params"] = dict(fit.params)
+    info["warnings"] = list(getattr(fit.loss_fit, "warnings", ())) + list(fit.sigmoid.warnings)
     info["holdout"] = [
         {
             "rung": r["rung"],
@@ -306,6 +307,7 @@ def describe(study: Study, outcome: dict[str, Any]) -> str:
                 f"{p['sigmoid.L0']:.3g}))) + {info['chance']:.3g}, fitted on {info['n_fit']} rungs "
                 f"({ZEROSHOT}/{info['ladder']})"
             )
+            lines.extend(f"  warning: {w}" for w in info.get("warnings", ()))
             for h in info["holdout"]:
                 lines.append(
                     f"  held out {h['rung']}: acc {h['acc']:.4f}, ladder predicted "

@@ -185,6 +185,8 @@ def render_downstream(rep: Report, study: Study) -> None:
         if "error" in res:
             rep.paragraph(res["error"], style="warn")
             continue
+        for w in res.get("ladder", {}).get("warnings", ()):
+            rep.paragraph(f"Ladder: {w}.", style="warn")
         for h in res.get("holdout", []):
             if "ladder_estimate" in h:
                 rep.paragraph(

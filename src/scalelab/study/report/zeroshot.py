@@ -155,3 +155,5 @@ def render_zeroshot(rep: Report, study: Study) -> None:
         )
         if info:
             rep.paragraph(_ladder_text(key, info), style=None if fit is not None else "warn")
+            for w in info.get("warnings", ()):
+                rep.paragraph(f"Ladder for {key}: {w}.", style="warn")
