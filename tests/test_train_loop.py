@@ -372,6 +372,10 @@ def test_config_serialisation_is_unchanged():
         "progress": True,
         "tensorboard": True,
         "deterministic": False,
+        "wandb": False,
+        "wandb_project": "scalelab",
+        "wandb_name": "",
+        "wandb_group": "",
     }
     assert "fine-tuning picks one by method" in OptimConfig.field_docs()["lr"]
 

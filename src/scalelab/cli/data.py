@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scalelab.cli.flags import add_config_arguments, config_from_args
+from scalelab.cli.flags import add_config_arguments, add_section_spelling, config_from_args
 from scalelab.data.config import DataConfig
 
 
@@ -25,12 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=(
             "Read text sources, split them by document, train a tokenizer and write token shards "
             "(reused when the config and sources are unchanged). Source spec: [NAME=]WHAT[:WEIGHT], "
-            "WHAT a built-in (shakespeare, wikipedia, news, bible), a file, a glob, a directory or "
-            "a .jsonl file."
+            "WHAT a built-in (shakespeare, wikipedia, news, bible), a text, .jsonl[.gz|.zst], "
+            ".json, .parquet or .arrow file, a glob, a directory, or a datasets save_to_disk "
+            "directory (records' text from --data.text-field)."
         ),
-        example="scalelab data prepare --sources shakespeare,notes=my/*.txt:2 --vocab-size 4096",
+        example=(
+            "scalelab data prepare --sources shakespeare,notes=my/*.txt:2 --vocab-size 4096\n"
+            "  scalelab data prepare --sources 'shards/*.parquet' --data.text-field text"
+        ),
     )
     add_config_arguments(prep, DataConfig)
+    add_section_spelling(prep, DataConfig, "data")
     where = prep.add_mutually_exclusive_group()
     where.add_argument("--out", metavar="DIR", help="write the dataset to exactly this directory")
     where.add_argument(

@@ -159,6 +159,22 @@ def add_config_arguments(
     _add_aliases(group, cls, prefix, skip)
 
 
+def add_section_spelling(parser: Any, cls: type[Config], section: str) -> None:
+    """Hidden ``--SECTION.FIELD`` spellings of a command's top-level flags, for a config
+    that other commands nest as SECTION (``data prepare --data.text-field`` is
+    ``--text-field``, as ``pretrain --data.text-field`` is)."""
+    hints = type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init or config_type(hints[f.name]) is not None:
+            continue
+        kwargs = _field_kwargs(hints[f.name], f.name, "", field_default(f))
+        kwargs["help"] = argparse.SUPPRESS
+        try:
+            parser.add_argument(_flag(f"{section}.{f.name}"), **kwargs)
+        except argparse.ArgumentError:  # already defined (an alias of the same name)
+            continue
+
+
 def _flag(dotted: str) -> str:
     return "--" + dotted.replace("_", "-")
 

@@ -21,7 +21,7 @@ class DataConfig(Config):
     """How to turn text sources into a tokenized dataset."""
 
     sources: tuple[str, ...] = DEFAULT_SOURCES
-    """Text sources, each a spec `[NAME=]WHAT[:WEIGHT]`: WHAT is a built-in (shakespeare, wikipedia, news, bible), a text file, a glob, a directory (its *.txt/*.md, recursively) or a .jsonl file; NAME names a user source; WEIGHT multiplies its share of the natural mixture when sampling (default 1)."""
+    """Text sources, each a spec `[NAME=]WHAT[:WEIGHT]`: WHAT is a built-in (shakespeare, wikipedia, news, bible), a text file, a glob, a directory (its *.txt/*.md, recursively; else its *.parquet, *.arrow or *.jsonl files), a .jsonl/.jsonl.gz/.jsonl.zst or .json file, a .parquet or .arrow file, or a datasets save_to_disk directory; NAME names a user source; WEIGHT multiplies its share of the natural mixture when sampling (default 1)."""
 
     weights: tuple[float, ...] = ()
     """Sampling weights, one per source, instead of the :WEIGHT suffixes (empty: from the specs)."""
@@ -47,11 +47,11 @@ class DataConfig(Config):
     max_chars: int | None = None
     """Read at most this many characters per source (for quick, tiny datasets); none = everything."""
 
-    errors: Literal["replace", "strict"] = "replace"
-    """Undecodable bytes in user files: replace them (and count them) or stop with an error."""
+    errors: Literal["replace", "strict", "allow"] = "replace"
+    """Undecodable bytes in user files: replace them with U+FFFD and count them, refusing binary files and files where more than 0.1% of the bytes do not decode (replace); stop at the first (strict); or replace them however many there are (allow)."""
 
     text_field: str = "text"
-    """Field of each JSONL record that holds the text."""
+    """Field of each JSON record, or column of each Parquet/Arrow row, that holds the text."""
 
     name: str = ""
     """Dataset name, the prefix of its directory under the data root (default: from the sources)."""

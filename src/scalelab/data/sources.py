@@ -8,9 +8,21 @@ A *source spec* is one string, ``[NAME=]WHAT[:WEIGHT]``:
 ``notes.txt``           one text file (the source is named ``notes``)
 ``docs/``               every ``*.txt`` and ``*.md`` below a directory, recursively
 ``'books/**/*.txt'``    a glob (``**`` crosses directories); quote it in a shell
-``tweets.jsonl``        JSON lines, the text in field ``text`` (``--text-field``)
+``tweets.jsonl``        JSON lines, the text in field ``text`` (``--text-field``);
+                        also ``.jsonl.gz`` and ``.jsonl.zst`` (needs zstandard)
+``posts.json``          a JSON array of objects (field ``text``) or of strings
+``web.parquet``         a Parquet file, the text in column ``text``; read by row
+                        group, only that column (``'shards/*.parquet'``: many)
+``corpus/``             ... a directory without *.txt/*.md: its *.parquet, else
+                        *.arrow, else *.jsonl[.gz|.zst] files
+``saved/``              a ``datasets`` ``save_to_disk`` directory (Arrow files);
+                        a ``DatasetDict`` one gives all its splits
 ``mine=a/*.txt:0.5``    an explicit source name and a weight
 ======================  =========================================================
+
+A file's format is told by its first bytes (Parquet, Arrow, gzip, zstd magic), else by
+its name (:mod:`scalelab.data.readers`). Binary files and files where more than 0.1%
+of the bytes are not UTF-8 are refused (``--errors allow`` reads them anyway).
 
 A source yields :class:`Document` objects: long texts are cut into documents of about
 ``doc_chars`` characters at paragraph boundaries (else sentence, line or word
@@ -37,15 +49,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scalelab.data import readers
+from scalelab.data.readers import decode_bytes  # noqa: F401 - re-exported
 from scalelab.errors import UserError
 
 _SPEC_NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.+-]*)=(.+)$")
 _SPEC_WEIGHT_RE = re.compile(r"^(.+):([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _TEXT_SUFFIXES = (".txt", ".md")
-# The UTF-8 encoding of U+FFFD: a file may contain real replacement characters, which
-# must not be counted as decoding errors.
-_FFFD_UTF8 = "\ufffd".encode()
+# Read from a directory without *.txt/*.md files, the first kind found (in this order).
+_DATA_SUFFIXES = (
+    (".parquet", ".pq"),
+    (".arrow", ".feather"),
+    (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".ndjson.gz", ".ndjson.zst"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,38 +194,16 @@ def _cut(text: str, start: int, limit: int) -> int:
     return limit
 
 
-# ====================================================================== decoding
-
-
-def decode_bytes(raw: bytes, *, where: str, errors: str) -> tuple[str, int]:
-    """UTF-8 text of ``raw`` and the number of undecodable byte sequences in it.
-
-    ``errors="strict"`` raises a :class:`UserError` naming ``where`` and the byte offset;
-    ``"replace"`` puts U+FFFD for each bad sequence and counts them.
-    """
-    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-        bad = 0
-    except UnicodeDecodeError as exc:
-        if errors == "strict":
-            raise UserError(
-                f"{where}: undecodable bytes at byte offset {exc.start} (not UTF-8); "
-                "use --errors replace to replace and count them"
-            ) from None
-        text = raw.decode("utf-8", errors="replace")
-        bad = text.count("\ufffd") - raw.count(_FFFD_UTF8)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text, bad
-
-
 # ====================================================================== user sources
 
 
 class FileSource(Source):
-    """A user's text files (one file, a glob or a directory); ``.jsonl`` files hold records."""
+    """A user's files (one file, a glob or a directory), each read by its format.
+
+    Text files are one text each; JSON lines, JSON arrays and Parquet/Arrow tables hold
+    records, one text per record in the field/column ``text_field``. Record ids are
+    ``file:line`` (JSON lines, 1-based) or ``file[row]`` (arrays and tables, 0-based).
+    """
 
     def __init__(
         self,
@@ -251,39 +246,68 @@ class FileSource(Source):
         self.undecodable = 0
         for path in self.files:
             rel = self._rel(path)
-            text, bad = decode_bytes(path.read_bytes(), where=str(path), errors=self.errors)
-            self.undecodable += bad
-            if path.suffix.lower() == ".jsonl":
-                yield from self._records(path, rel, text)
+            fmt = readers.sniff(path)
+            if fmt.is_table:
+                yield from self._rows(path, rel, fmt)
+            elif fmt.kind == "jsonl":
+                tally = readers.Tally()
+                try:
+                    for lineno, record in readers.iter_json_lines(
+                        path, fmt, errors=self.errors, tally=tally
+                    ):
+                        text = self._record_text(record, f"{path}:{lineno}")
+                        if text is not None:
+                            yield f"{rel}:{lineno}", text
+                finally:
+                    self.undecodable += tally.bad
+            elif fmt.kind == "json":
+                entries, bad = readers.read_json_array(path, fmt, errors=self.errors)
+                self.undecodable += bad
+                for i, entry in enumerate(entries):
+                    text = self._record_text(entry, f"{path}[{i}]", strings=True)
+                    if text is not None:
+                        yield f"{rel}[{i}]", text
             else:
+                text, bad = readers.read_text(path, fmt, errors=self.errors)
+                self.undecodable += bad
                 yield rel, text
 
-    def _records(self, path: Path, rel: str, text: str) -> Iterator[tuple[str, str]]:
+    def _record_text(self, record: Any, where: str, *, strings: bool = False) -> str | None:
+        """The text of one JSON record (None: a null text, skipped); ``strings``: a bare
+        string is a text too (entries of a JSON array)."""
         field = self.text_field
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise UserError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
-                )
-            if field not in record:
-                keys = ", ".join(sorted(map(str, record))[:8]) or "none"
-                raise UserError(
-                    f"{path}:{lineno}: no field {field!r} (fields: {keys}); choose one with --text-field"
-                )
-            value = record[field]
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise UserError(
-                    f"{path}:{lineno}: field {field!r} holds {type(value).__name__}, expected text"
-                )
-            yield f"{rel}:{lineno}", value
+        if strings and isinstance(record, str):
+            return record
+        if not isinstance(record, dict):
+            expected = "a JSON object or string" if strings else "a JSON object"
+            raise UserError(f"{where}: expected {expected}, got {type(record).__name__}")
+        if field not in record:
+            keys = ", ".join(sorted(map(str, record))[:8]) or "none"
+            raise UserError(
+                f"{where}: no field {field!r} (fields: {keys}); choose one with --text-field"
+            )
+        value = record[field]
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{where}: field {field!r} holds {type(value).__name__}, expected text")
+        return value
+
+    def _rows(self, path: Path, rel: str, fmt: readers.Format) -> Iterator[tuple[str, str]]:
+        """The texts of a Parquet/Arrow file's text column, streamed batch by batch."""
+        field = self.text_field
+        schema = readers.table_schema(path, fmt)
+        readers.require_columns(path, schema, [field], hint="choose one with --text-field")
+        kind = readers.column_type(schema, field)
+        if kind != "text":
+            raise UserError(
+                f"{path}: column {field!r} holds {kind}, not text; choose the text column with "
+                f"--text-field (columns: {', '.join(schema.names)})"
+            )
+        row = 0
+        for batch in readers.iter_batches(path, fmt, [field]):
+            for value in batch.column(0).to_pylist():
+                if value is not None:
+                    yield f"{rel}[{row}]", value
+                row += 1
 
 
 def _name_from_path(what: str) -> str:
@@ -291,7 +315,8 @@ def _name_from_path(what: str) -> str:
     parts = [p for p in Path(what).parts if p not in ("/", ".", "..")]
     plain = [p for p in parts if not _GLOB_CHARS.search(p)]
     if parts and not _GLOB_CHARS.search(parts[-1]):
-        stem = Path(parts[-1]).stem if Path(what).suffix else parts[-1]
+        last = re.sub(r"\.(gz|gzip|zst|zstd)$", "", parts[-1], flags=re.IGNORECASE)
+        stem = Path(last).stem if Path(what).suffix else parts[-1]
     else:
         stem = plain[-1] if plain else "files"
     name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", stem).strip("._") or "files"
@@ -327,16 +352,32 @@ def user_source(spec: SourceSpec, *, text_field: str, errors: str) -> FileSource
         return FileSource(files=files, root=_glob_root(what), kind="glob", **common)
     path = Path(what)
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES
-        )
-        if not files:
-            raise UserError(f"source {spec.spec!r}: directory {path} holds no *.txt or *.md files")
-        return FileSource(files=files, root=path, kind="dir", **common)
+        files = readers.dataset_dir_files(path)
+        if files:
+            return FileSource(files=files, root=path, kind="hf-dataset", **common)
+        return FileSource(files=_dir_files(path, spec), root=path, kind="dir", **common)
     if path.is_file():
-        kind = "jsonl" if path.suffix.lower() == ".jsonl" else "file"
+        fmt = readers.sniff(path)
+        kind = "file" if fmt.kind == "text" else fmt.kind  # part of the fingerprint
         return FileSource(files=[path], root=path.parent, kind=kind, **common)
     raise UserError(f"source {spec.spec!r}: no such file or directory: {path}")
+
+
+def _dir_files(path: Path, spec: SourceSpec) -> list[Path]:
+    """A directory's *.txt/*.md files, recursively; without any, its data files of the
+    first kind found: Parquet, Arrow, JSON lines (plain or compressed)."""
+    every = sorted(p for p in path.rglob("*") if p.is_file())
+    files = [p for p in every if p.suffix.lower() in _TEXT_SUFFIXES]
+    for suffixes in _DATA_SUFFIXES:
+        if files:
+            break
+        files = [p for p in every if p.name.lower().endswith(suffixes)]
+    if not files:
+        raise UserError(
+            f"source {spec.spec!r}: directory {path} holds no *.txt or *.md files, nor "
+            "*.parquet, *.arrow or *.jsonl[.gz|.zst] files, nor a datasets save_to_disk layout"
+        )
+    return files
 
 
 def resolve_sources(

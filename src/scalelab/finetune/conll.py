@@ -21,12 +21,13 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from scalelab.data import readers
 from scalelab.errors import UserError
 from scalelab.finetune.examples import NerExample
 from scalelab.finetune.schemes import canonical_scheme, check_tag, detect_scheme, to_iob2
-from scalelab.finetune.textcls import check_encoding
+from scalelab.finetune.textcls import read_task_text
 
 _SPACES = re.compile(r"[ \t]+")
 Delimiter = Literal["auto", "tab", "whitespace"]
@@ -65,16 +66,7 @@ class ConllFile:
 
 
 def _read_text(path: Path, encoding: str) -> str:
-    check_encoding(encoding)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    try:
-        return path.read_text(encoding=encoding)
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{path}: not valid {encoding} at byte {exc.start}; pass the file's encoding"
-            " (e.g. encoding='latin-1')"
-        ) from None
+    return read_task_text(path, encoding, example=" (e.g. encoding='latin-1')")
 
 
 def read_conll(
@@ -187,21 +179,117 @@ def _check_columns(
 
 
 def _to_examples(
-    path: Path, sentences: list[_Sentence], used: str, *, scheme_given: bool
+    path: Path, sentences: list[_Sentence], used: str, *, scheme_given: bool, rows: bool = False
 ) -> tuple[list[NerExample], int]:
-    """IOB2 examples of ``sentences`` (every tag checked against ``used``) and the tags repaired."""
+    """IOB2 examples of ``sentences`` (every tag checked against ``used``) and the tags
+    repaired; ``rows``: the numbers are table rows (``file[row]``), not lines (``file:line``)."""
     examples: list[NerExample] = []
     n_repaired = 0
+    at = "{}[{}]" if rows else "{}:{}"
     for sent_words, sent_tags, sent_lines in sentences:
         for tag, lineno in zip(sent_tags, sent_lines):
             problem = check_tag(tag, used)
             if problem is not None:
                 hint = " (pass scheme=... to choose another)" if scheme_given else ""
-                raise UserError(f"{path}:{lineno}: {problem}{hint}")
+                raise UserError(f"{at.format(path, lineno)}: {problem}{hint}")
         iob2, repaired = to_iob2(sent_tags, used)
         n_repaired += repaired
-        examples.append(NerExample(sent_words, iob2, source=f"{path.name}:{sent_lines[0]}"))
+        source = at.format(path.name, sent_lines[0])
+        examples.append(NerExample(sent_words, iob2, source=source))
     return examples, n_repaired
+
+
+# ====================================================================== tables
+
+_TOKEN_COLUMNS = ("tokens", "words")
+_TAG_COLUMNS = ("ner_tags", "tags", "labels", "label")
+
+
+def _list_column(schema: Any, given: str, default: str, candidates: tuple[str, ...]) -> str | None:
+    """The list column to read: ``given`` when the user changed it from ``default``, else
+    the first of ``candidates`` (``given`` first) that the table has as a list."""
+    if given != default:
+        return given
+    for name in (given, *candidates):
+        if name in schema.names and readers.column_type(schema, name).startswith("list of"):
+            return name
+    return None
+
+
+def read_table_ner(
+    path: str | Path, *, token_field: str = "text", tag_field: str = "label", scheme: str = "auto"
+) -> ConllFile:
+    """Read a token-classification table: one sentence per row, a list column of words
+    (``tokens``) and one of tags (``ner_tags``: text, or integers that a ``datasets``
+    ``ClassLabel`` names). Tags are converted to IOB2 like CoNLL files."""
+    path = Path(path)
+    wanted = canonical_scheme(scheme)
+    sentences: list[_Sentence] = []
+    for file in readers.table_files(path):
+        sentences += _table_sentences(file, token_field, tag_field)
+    if not sentences:
+        raise UserError(f"{path}: no sentences found (every row is empty)")
+    if wanted == "auto":
+        used, reason = detect_scheme(tags for _w, tags, _l in sentences)
+    else:
+        used, reason = wanted, "given"
+    examples, n_repaired = _to_examples(
+        path, sentences, used, scheme_given=wanted != "auto", rows=True
+    )
+    return ConllFile(
+        path=str(path),
+        examples=tuple(examples),
+        scheme=used,
+        scheme_reason=reason,
+        n_repaired=n_repaired,
+        n_documents=0,
+        n_columns=2,
+    )
+
+
+def _table_sentences(file: Path, token_field: str, tag_field: str) -> list[_Sentence]:
+    """The non-empty rows of one table file as (words, tags, [row] * length)."""
+    fmt = readers.sniff(file)
+    schema = readers.table_schema(file, fmt)
+    tokens = _list_column(schema, token_field, "text", _TOKEN_COLUMNS)
+    tags = _list_column(schema, tag_field, "label", _TAG_COLUMNS)
+    hint = "choose the word and tag list columns with --task.text-field / --task.label-field"
+    if tokens is None or tags is None:
+        raise UserError(
+            f"{file}: no list column of {'words' if tokens is None else 'tags'} "
+            f"(columns: {', '.join(schema.names)}); {hint}"
+        )
+    readers.require_columns(file, schema, [tokens, tags], hint=hint)
+    for column in (tokens, tags):
+        kind = readers.column_type(schema, column)
+        if not kind.startswith("list of"):
+            raise UserError(f"{file}: column '{column}' holds {kind}, not a list per row; {hint}")
+    names = readers.class_names(schema, tags, readers.dataset_info(file))
+    out: list[_Sentence] = []
+    row = 0
+    for batch in readers.iter_batches(file, fmt, [tokens, tags]):
+        for words, labels in zip(*(c.to_pylist() for c in batch.columns)):
+            where = f"{file}[{row}]"
+            words, labels = list(words or []), list(labels or [])
+            if len(words) != len(labels):
+                raise UserError(f"{where}: {len(words)} words but {len(labels)} tags")
+            labels = [_tag_text(t, names, where) for t in labels]
+            if words:
+                out.append(([str(w) for w in words], labels, [row] * len(words)))
+            row += 1
+    return out
+
+
+def _tag_text(tag: Any, names: list[str] | None, where: str) -> str:
+    if isinstance(tag, str):
+        return tag
+    is_int = isinstance(tag, int) and not isinstance(tag, bool)
+    if is_int and names is not None and 0 <= tag < len(names):
+        return names[tag]
+    raise UserError(
+        f"{where}: tag {tag!r} is no tag name"
+        + ("" if names is not None else " (integer tags need datasets ClassLabel names)")
+    )
 
 
 def _cell(text: str, delimiter: str) -> str:

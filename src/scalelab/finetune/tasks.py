@@ -27,12 +27,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scalelab.config import Config
+from scalelab.data import readers
 from scalelab.errors import UserError
 from scalelab.finetune.builtin_tasks import BUILTIN_TASKS, builtin_task_names, package_dir
-from scalelab.finetune.conll import read_conll
+from scalelab.finetune.conll import read_conll, read_table_ner
 from scalelab.finetune.examples import Example, NerExample, TaskKind
 from scalelab.finetune.schemes import entity_types_of, iob2_labels, iob2_spans
-from scalelab.finetune.textcls import check_encoding, read_classification_file
+from scalelab.finetune.textcls import (
+    check_encoding,
+    infer_table_kind,
+    inner_suffix,
+    read_classification_file,
+)
 
 SPLITS = ("train", "dev", "test")
 
@@ -202,15 +208,25 @@ def _labels_of(ex: Example) -> set[str]:
 # ====================================================================== loading
 
 
-def _infer_kind(path: Path) -> TaskKind:
+def _infer_kind(path: Path, text_field: str = "text") -> TaskKind:
+    if readers.is_table_source(path):  # Parquet/Arrow: by its columns
+        return infer_table_kind(path, text_field)
     # .tsv stays NER: CoNLL-style column files are often tab separated.
-    if path.suffix.lower() in (".csv", ".jsonl", ".json", ".ndjson"):
+    if inner_suffix(path) in (".csv", ".jsonl", ".json", ".ndjson"):
         return "classification"
     return "ner"
 
 
 def _read_file(path: Path, kind: TaskKind, options: dict[str, Any]) -> tuple[list[Example], str]:
     """Examples of one user file and a note about it."""
+    if kind == "ner" and readers.is_table_source(path):
+        found = read_table_ner(
+            path,
+            token_field=options["text_field"],
+            tag_field=options["label_field"],
+            scheme=options["scheme"],
+        )
+        return list(found.examples), found.note()
     if kind == "ner":
         found = read_conll(
             path,
@@ -411,22 +427,49 @@ def _read_files(
     if spec is not None:
         if files["train"] is not None:
             raise UserError("give the data either as the task argument or as train_file, not both")
-        if not Path(spec).is_file():
+        splits = readers.dataset_dir_splits(spec) if Path(spec).is_dir() else None
+        if splits is not None:  # a DatasetDict directory: its splits are the task's
+            _dataset_dict_files(Path(spec), splits, files)
+        elif Path(spec).is_file() or readers.is_table_source(spec):
+            files["train"] = spec  # one data file given as the task: it is the training data
+        else:
             raise _unknown_task(str(spec))
-        files["train"] = spec  # one data file given as the task: it is the training data
     if files["train"] is None:
         raise UserError(
             f"no task: give a built-in task name ({', '.join(builtin_task_names())}) or a data file"
         )
     train_path = Path(files["train"])  # type: ignore[arg-type]
-    kind = kind or _infer_kind(train_path)
+    kind = kind or _infer_kind(train_path, options["text_field"])
     for split, file in files.items():
         if file is not None:
             examples, note = _read_file(Path(file), kind, options)
             given[split] = tuple(examples)
             notes.append(note)
     source = ", ".join(str(f) for f in files.values() if f is not None)
-    return kind, train_path.stem, source, ""
+    name = Path(spec).name if spec is not None and Path(spec).is_dir() else train_path.stem
+    if inner_suffix(train_path) != train_path.suffix.lower():  # x.jsonl.gz -> x
+        name = Path(train_path.stem).stem
+    return kind, name, source, ""
+
+
+_DEV_SPLITS = ("validation", "dev", "valid", "val")
+
+
+def _dataset_dict_files(
+    path: Path, splits: dict[str, Path], files: dict[str, str | Path | None]
+) -> None:
+    """Fill ``files`` from a ``DatasetDict`` directory: train, validation (dev), test."""
+    if "train" not in splits:
+        raise UserError(
+            f"{path}: a DatasetDict without a 'train' split (splits: {', '.join(splits)}); "
+            "pass its split directories as train_file/dev_file/test_file"
+        )
+    files["train"] = splits["train"]
+    dev = next((splits[s] for s in _DEV_SPLITS if s in splits), None)
+    if dev is not None and files["dev"] is None:
+        files["dev"] = dev
+    if "test" in splits and files["test"] is None:
+        files["test"] = splits["test"]
 
 
 def _carve_and_cap(
@@ -455,13 +498,13 @@ class TaskConfig(Config):
     task: str | None = None
     """Built-in task (twitter-ner, wiki-topics, movie-sentiment, bbc-news) or one data file to split."""
     train_file: Path | None = None
-    """Training data file (instead of `task`): CoNLL-style columns, .csv or .jsonl."""
+    """Training data file (instead of `task`): CoNLL-style columns, .csv, .jsonl (also .gz/.zst), .json, or a Parquet/Arrow file or directory."""
     dev_file: Path | None = None
     """Dev data file; if absent, dev_fraction of the training data."""
     test_file: Path | None = None
     """Test data file; if absent, test_fraction of the training data."""
     kind: Literal["auto", "ner", "classification"] = "auto"
-    """ner, classification, or auto (.csv/.jsonl are classification, other files NER)."""
+    """ner, classification, or auto (.csv/.jsonl/.json are classification, tables by their columns, other files NER)."""
     scheme: str = "auto"
     """Tagging scheme of NER files: auto, IOB1, IOB2 (BIO), IOBES, BILOU or IO; converted to IOB2."""
     token_column: int = 0
@@ -469,9 +512,9 @@ class TaskConfig(Config):
     label_column: int = -1
     """0-based column of the tag in NER files (default: the last)."""
     text_field: str = "text"
-    """Text column (CSV) or field (JSONL) of classification files."""
+    """Text column (CSV, Parquet, Arrow) or field (JSON) of classification files; the list-of-words column of NER tables (default there: tokens)."""
     label_field: str = "label"
-    """Label column (CSV) or field (JSONL) of classification files."""
+    """Label column (CSV, Parquet, Arrow) or field (JSON) of classification files; the list-of-tags column of NER tables (default there: ner_tags, else tags)."""
     encoding: str = "utf-8"
     """Text encoding of the data files."""
     split_seed: int = 0

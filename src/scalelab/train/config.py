@@ -84,6 +84,14 @@ class RuntimeConfig(Config):
     """Write TensorBoard events when the tensorboard package is installed."""
     deterministic: bool = False
     """Use deterministic algorithms (for exact resume tests; slower)."""
+    wandb: bool = False
+    """Also log to Weights & Biases: the config, every metric, the summary; resumes the same W&B run after a restart (needs the wandb package; WANDB_MODE=offline logs without an account)."""
+    wandb_project: str = "scalelab"
+    """W&B project of the run."""
+    wandb_name: str = ""
+    """W&B run name (empty: the run directory's name)."""
+    wandb_group: str = ""
+    """W&B group of the run, e.g. a study's name (empty: none)."""
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -98,6 +106,8 @@ class RuntimeConfig(Config):
             )
         if self.log_every < 1:  # the trainer logs when step % log_every == 0
             raise UserError(f"runtime.log_every must be at least 1, got {self.log_every}")
+        if self.wandb and not self.wandb_project.strip():
+            raise UserError("runtime.wandb_project must not be empty when runtime.wandb is on")
         if not self.checkpoint_every_s >= 0:  # also nan
             raise UserError(
                 f"runtime.checkpoint_every_s must be >= 0 seconds, got {self.checkpoint_every_s}"

@@ -268,7 +268,8 @@ class Trainer:
             betas=(optim.beta1, optim.beta2),
             eps=optim.eps,
         )
-        self.log = MetricsLog(self.run_dir, enabled=self.info.is_main, tensorboard=rt.tensorboard)
+        fallback = {"optim": optim.to_dict(), "runtime": rt.to_dict(), "seed": self.job.seed}
+        self.log = MetricsLog(self.run_dir, enabled=self.info.is_main, runtime=rt, config=fallback)
 
     def _wrap_model(self) -> None:
         """Compile and DDP-wrap the model for training; the fp16 loss scaler."""
@@ -317,7 +318,7 @@ class Trainer:
         final = self.summary(status, message=message)
         if self.info.is_main:
             write_summary(self.run_dir, final)
-            self.log.close()
+            self.log.close(final)
         ddp.barrier(self.info)
         if status == "failed":
             raise TrainingFailed(message)
@@ -348,12 +349,13 @@ class Trainer:
         self._facts.update(fallback_facts(read_summary(self.run_dir), found))
         if found is None:
             torch.manual_seed(job.seed + info.rank)
+            self.log.start(None)  # from scratch: what a killed first session logged goes
             return False
         saved = found.state
         self.state = TrainState.from_dict(saved)
         if "tokens" not in saved:  # written before the count was kept: count again
             self.state.tokens = self._tokens_before(self.state.step)
-        self.log.truncate_after(self.state.step)
+        self.log.start(self.state.step)  # drops/hides what was logged after the checkpoint
         if info.is_main:
             print(
                 f"resuming {self.run_dir} from step {self.state.step}/{job.total_steps}",
