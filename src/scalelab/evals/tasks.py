@@ -119,20 +119,14 @@ def load_jsonl(path: str | Path, *, limit: int | None = None) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"task file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    from scalelab.data import readers
+
     out: list[Example] = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
-        out.append(_example(record, where, lineno))
+    # The data package's JSON-lines reader: streamed, gzip/zstd too, one line per error.
+    fmt = readers.Format("jsonl", readers.compression_of(path))
+    lines = readers.iter_json_lines(path, fmt, errors="strict", tally=readers.Tally())
+    for lineno, record in lines:
+        out.append(_example(record, f"{path}:{lineno}", lineno))
         if limit is not None and len(out) >= limit:
             break
     if not out:
