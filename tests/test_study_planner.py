@@ -329,3 +329,19 @@ def test_a_model_too_large_for_memory_is_not_probed(fake_timing, monkeypatch, ca
     monkeypatch.setattr(probe_mod, "_memory_bytes", lambda device: 1.0)
     with pytest.raises(UserError, match="too large to probe on this machine"):
         probe_mod.probe_rungs(cfg, rungs, 8192, 1)
+
+
+def test_the_plan_shows_epochs_of_a_prepared_corpus_and_flags_repetition(tiny_bpe_dataset, capsys):
+    from scalelab.data.prepare import open_dataset
+
+    train = open_dataset(tiny_bpe_dataset).manifest["splits"]["train"]["tokens"]
+    argv = ["plan", "--base.dataset", str(tiny_bpe_dataset), "--dry-run", "--budget-flops"]
+    assert main([*argv, "1e12"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "epochs" in lines[0]
+    rows = [line.split() for line in lines[2:] if line.startswith(("c", "holdout"))]
+    for row in rows:  # epochs = D / training tokens of the corpus
+        assert float(row[-2]) == pytest.approx(int(row[4].replace(",", "")) / train, abs=0.006)
+    over = sum(int(row[4].replace(",", "")) > train for row in rows)
+    assert over > 0 and f"note: {over} rung(s)" in out and "more than one epoch" in out

@@ -515,15 +515,28 @@ def make_plan(
     return with_estimates(rungs, facts.get("probe")), facts
 
 
-def plan_table(rungs: list[Rung], convention: str) -> str:
-    """The rungs as a text table (what ``scalelab plan`` prints)."""
-    head = f"{'rung':<10}{'role':<8}{'N':>11}{'shape':>10}{'D':>12}{'D/N':>7}{'C':>10}{'lr':>9}{'batch':>7}{'est':>8}"
+def train_tokens(plan: PlanConfig) -> int | None:
+    """Tokens in the training split of the plan's prepared dataset (None: not prepared yet)."""
+    if not plan.base.dataset:
+        return None
+    from scalelab.data.prepare import open_dataset
+
+    split = open_dataset(plan.base.dataset).manifest.get("splits", {}).get("train", {})
+    return int(split["tokens"]) if split.get("tokens") else None
+
+
+def plan_table(rungs: list[Rung], convention: str, corpus_tokens: int | None = None) -> str:
+    """The rungs as a text table (what ``scalelab plan`` prints); with ``corpus_tokens``
+    (the training split's size) each rung's epochs, and a note on those above one."""
+    ep = f"{'epochs':>8}" if corpus_tokens else ""
+    head = f"{'rung':<10}{'role':<8}{'N':>11}{'shape':>10}{'D':>12}{'D/N':>7}{'C':>10}{'lr':>9}{'batch':>7}{ep}{'est':>8}"
     lines = [head, "-" * len(head)]
     for r in rungs:
         est = f"{r.est_seconds:.0f}s" if r.est_seconds else "–"
+        ep = f"{r.tokens / corpus_tokens:>8.2f}" if corpus_tokens else ""
         lines.append(
             f"{r.id:<10}{r.role:<8}{r.N:>11,}{r.shape['n_layer']:>4}x{r.shape['d_model']:<5}{r.tokens:>12,}"
-            f"{r.tokens / r.N:>7.1f}{r.flops[convention]:>10.2e}{r.lr:>9.2e}{r.batch_tokens:>7}{est:>8}"
+            f"{r.tokens / r.N:>7.1f}{r.flops[convention]:>10.2e}{r.lr:>9.2e}{r.batch_tokens:>7}{ep}{est:>8}"
         )
     total_c = sum(r.flops[convention] for r in rungs)
     est = [r.est_seconds for r in rungs if r.est_seconds]
@@ -531,6 +544,13 @@ def plan_table(rungs: list[Rung], convention: str) -> str:
         f"{len(rungs)} rungs, {total_c:.3e} FLOPs ({convention})"
         + (f", {sum(est):.0f} s of training" if est else "")
     )
+    over = [r.id for r in rungs if corpus_tokens and r.tokens > corpus_tokens]
+    if over:
+        lines.append(
+            f"note: {len(over)} rung(s) ({', '.join(over[:4])}{', ...' if len(over) > 4 else ''}) "
+            f"train on more than one epoch of the {corpus_tokens:,} training tokens: their loss "
+            "also measures repetition (Muennighoff et al. 2023); bring more data or a smaller budget"
+        )
     return "\n".join(lines)
 
 
@@ -553,7 +573,7 @@ def plan_study(
     if not dry_run and out is None:
         raise UserError("give the study directory with --out (or use --dry-run)")
     rungs, facts = make_plan(plan, probe=probe, workers=workers)
-    print(plan_table(rungs, plan.flops_convention))
+    print(plan_table(rungs, plan.flops_convention, train_tokens(plan)))
     if plan.budget_hours is not None:
         print(hours_line(plan, facts))
     if dry_run:
