@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.test_train_loop import Crash, crash_at, make_job
 
+from scalelab.cli import main
 from scalelab.errors import UserError
 from scalelab.train.config import RuntimeConfig
 from scalelab.train.metrics_log import WANDB_ID_FILE, MetricsLog, flat_scalars
@@ -168,3 +169,26 @@ def test_wandb_dir_from_the_environment_and_a_missing_package(tmp_path, offline_
         MetricsLog(tmp_path / "x", runtime=_runtime(wandb=True))
     with pytest.raises(UserError, match="wandb_project must not be empty"):
         _runtime(wandb=True, wandb_project=" ")
+
+
+def test_study_rungs_log_to_wandb_grouped_by_study(tmp_path, tiny_bpe_dataset, monkeypatch):
+    """A study planned with W&B on names each rung's W&B run by its id (the run directory's
+    name), grouped by the study; without W&B nothing is added."""
+    from scalelab.study.run import RunConfig, run_study
+    from scalelab.study.study import Study
+    from scalelab.train.pretrain import PretrainConfig
+
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name, extra in (("my-study", ["--base.runtime.wandb"]), ("plain", [])):
+        argv = ["plan", "--design", "grid", "--sizes", "3e3", "--tokens", "2048", "--holdout", "0",
+                "--min-tokens", "1024", "--base.dataset", str(tiny_bpe_dataset), "--out",
+                str(tmp_path / name), *extra]  # fmt: skip
+        assert main(argv) == 0
+        study = Study.load(tmp_path / name)
+        run_study(study, RunConfig(in_process=True, progress=False))
+        rung = study.rungs[0]
+        runtime = PretrainConfig.load(study.rung_dir(rung) / "rung.yaml").runtime
+        assert runtime.wandb_group == ("my-study" if extra else "")
+        assert (study.rung_dir(rung) / "wandb").is_dir() == bool(extra)

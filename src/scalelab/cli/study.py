@@ -83,7 +83,8 @@ def _register_study(sub: argparse._SubParsersAction) -> None:
         help="Train every pending rung (finished ones are skipped, interrupted ones resumed), then fit and report.",
         example="scalelab study run runs/iso --workers 2\n"
         "  scalelab study run runs/iso --executor torchrun --nproc-per-node 8\n"
-        "  scalelab study run runs/iso --executor ray --ray-address auto",
+        "  scalelab study run runs/iso --executor ray --ray-address auto\n"
+        "  scalelab study run runs/iso --executor slurm --slurm.partition gpu --slurm.gpus-per-node 1",
     )
     run.add_argument("study", type=Path, metavar="STUDY")
     add_config_arguments(run, RunConfig)

@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import exit_code_for
+from scalelab.utils.io import atomic_write_json, read_json
+
+# Seconds before a Slurm job's time limit at which it is warned (sbatch --signal=USR2@S):
+# time for the rung to write a checkpoint and stop before the job is requeued.
+SIGNAL_DELAY_S = 120
 
 
 @dataclass
@@ -81,6 +86,119 @@ def child_env(threads: int) -> dict[str, str]:
 def scalelab_command(*args: str) -> list[str]:
     """``python -m scalelab ARGS`` with this interpreter."""
     return [sys.executable, "-m", "scalelab", *args]
+
+
+def pretrain_args(run_dir: Path, threads: int) -> list[str]:
+    """What follows the interpreter in a study rung's command: ``-m scalelab pretrain RUN
+    --config RUN/rung.yaml`` with ``threads`` torch threads and no progress bar."""
+    run_dir = Path(run_dir).resolve()
+    return [
+        "-m", "scalelab", "pretrain", str(run_dir), "--config", str(run_dir / "rung.yaml"),
+        "--runtime.threads", str(threads), "--no-runtime.progress",
+    ]  # fmt: skip
+
+
+def torchrun_command(nproc: int, launcher_args: list[str], args: list[str]) -> list[str]:
+    """``python -m torch.distributed.run --nproc_per_node NPROC LAUNCHER_ARGS ARGS``: one
+    process per device; ``--standalone`` (a local rendezvous) unless ``launcher_args`` set
+    up a multi-node one (``--nnodes``, ``--rdzv-*``)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    if not any(a.startswith(("--rdzv", "--nnodes")) for a in launcher_args):
+        cmd.append("--standalone")
+    return cmd + list(launcher_args) + list(args)
+
+
+def mark_failed(run_dir: Path, code: int, reason: str | None = None) -> None:
+    """A rung process that died without saying so (an exception, OOM, a job error) is
+    recorded as failed in its ``summary.json``, with ``reason`` or its log's last line."""
+    path = Path(run_dir) / "summary.json"
+    summary = read_json(path) if path.is_file() else {}
+    if summary.get("status") in ("failed", "interrupted", "completed"):
+        return
+    if reason is None:
+        log = Path(run_dir) / "train.log"
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+        reason = tail[0] if tail else "no output"
+    summary.update(status="failed", message=f"exit code {code}: {reason}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, summary)
+
+
+@dataclass
+class RungTask:
+    """A study rung as a Slurm (submitit) job: pickled on submission, called on the node.
+
+    The call trains the rung with the ordinary ``scalelab pretrain`` subprocess (its
+    ``train.log``, its exit codes): plain for one GPU or the CPU, under ``torchrun
+    --nproc_per_node G`` for ``gpus_per_node`` G > 1, and for ``nodes`` > 1 one launcher per
+    node with a c10d rendezvous at the job's first node. Near the time limit submitit calls
+    :meth:`checkpoint`: the rung checkpoints and stops, and the job is requeued.
+    """
+
+    rung: str
+    run_dir: str
+    threads: int = 1
+    gpus_per_node: int = 0
+    nodes: int = 1
+
+    def command(self) -> tuple[list[str], int]:
+        """The command this node runs, and its torch threads per process."""
+        tail = pretrain_args(Path(self.run_dir), self.threads)
+        if self.nodes > 1:
+            return torchrun_command(
+                max(1, self.gpus_per_node), self._rendezvous(), tail
+            ), self.threads
+        if self.gpus_per_node > 1:
+            return torchrun_command(self.gpus_per_node, [], tail), self.threads
+        return [sys.executable, *tail], self.threads
+
+    def _rendezvous(self) -> list[str]:
+        """torchrun's multi-node flags from submitit's job environment: the first node's
+        host and ``MASTER_PORT`` (or one derived from the job id), the job id as the id."""
+        import submitit
+
+        env = submitit.JobEnvironment()
+        job_id = str(env.job_id)
+        port = os.environ.get("MASTER_PORT") or str(29500 + sum(map(ord, job_id)) % 1000)
+        return [
+            "--nnodes", str(self.nodes), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"{env.hostnames[0]}:{port}", "--rdzv-id", job_id,
+        ]  # fmt: skip
+
+    def __call__(self) -> int:
+        cmd, threads = self.command()
+        log = Path(self.run_dir) / "train.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as fh:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=child_env(threads),
+                # Slurm's time-limit warning (USR2) goes to every process of the job; the
+                # rung ignores it (its default action kills): submitit's checkpoint() stops it.
+                preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN),
+            )
+            code = self._proc.wait()
+        if code not in (0, 130):
+            mark_failed(Path(self.run_dir), code)
+        return code
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit's time-limit hook: ask the rung to checkpoint and stop (SIGTERM; it exits
+        130 after writing a checkpoint), then requeue the same task (it resumes)."""
+        import submitit
+
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=SIGNAL_DELAY_S - 20)
+        fresh = RungTask(self.rung, self.run_dir, self.threads, self.gpus_per_node, self.nodes)
+        return submitit.helpers.DelayedSubmission(fresh)
+
+    def __getstate__(self) -> dict[str, Any]:  # the running process does not travel
+        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
 
 
 def finetune_job(

@@ -8,7 +8,10 @@ multi-GPU rungs, Ray's own scheduling on a cluster):
 - ``torchrun``: each rung under ``python -m torch.distributed.run`` (DDP over
   ``nproc_per_node`` processes; pass ``--torchrun-args`` for multi-node rendezvous);
 - ``ray``: rungs dispatched as Ray tasks (``num_cpus`` = threads) to the cluster at
-  ``ray_address`` (or a local Ray runtime); run directories must be on a shared disk.
+  ``ray_address`` (or a local Ray runtime); run directories must be on a shared disk;
+- ``slurm``: the rungs as one Slurm job array through submitit (``--slurm.*`` options,
+  :mod:`scalelab.study.slurm`); the jobs outlive this process, and a later ``study run``
+  tracks them instead of submitting them again.
 
 Robustness: finished rungs are skipped, interrupted ones resume from their checkpoints
 (the pretraining stage does that), a failed rung is recorded and the rest go on. Ctrl-C or
@@ -24,29 +27,36 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from scalelab.config import Config
 from scalelab.errors import UserError
 from scalelab.study import jobs
-from scalelab.study.jobs import Job, child_env, run_jobs
+from scalelab.study.jobs import (
+    Job,
+    child_env,
+    mark_failed,
+    pretrain_args,
+    run_jobs,
+    torchrun_command,
+)
 from scalelab.study.plan import Rung
+from scalelab.study.slurm import SlurmConfig
 from scalelab.study.study import Study
-from scalelab.utils.io import atomic_write_json, read_json
 
 
 @dataclass(kw_only=True)
 class RunConfig(Config):
     """How to execute a study's rungs."""
 
-    executor: Literal["local", "torchrun", "ray"] = "local"
-    """local (subprocesses here), torchrun (each rung data-parallel) or ray (a Ray cluster)."""
+    executor: Literal["local", "torchrun", "ray", "slurm"] = "local"
+    """local (subprocesses here), torchrun (each rung data-parallel), ray (a Ray cluster) or slurm (a Slurm job array)."""
     workers: int = 0
     """Rungs trained at the same time (0: 2 on a CPU machine with >= 2 cores, else 1)."""
     threads: int = 0
-    """torch threads per rung (0: the cores divided by workers)."""
+    """torch threads per rung (0: the cores divided by workers; slurm: the job's CPUs per process)."""
     nproc_per_node: int = 1
     """torchrun: processes (GPUs) per rung."""
     torchrun_args: str = ""
@@ -61,6 +71,8 @@ class RunConfig(Config):
     """local: train the rungs one after another inside this process (no start-up cost)."""
     progress: bool = True
     """Show the study progress bar."""
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """slurm: the jobs' resources and sbatch options."""
 
     def validate(self) -> None:
         if self.workers < 0 or self.threads < 0 or self.nproc_per_node < 1:
@@ -79,36 +91,15 @@ def resolve_parallelism(cfg: RunConfig, study: Study) -> tuple[int, int]:
 
 def rung_command(study: Study, rung: Rung, cfg: RunConfig, threads: int) -> list[str]:
     """The command line that trains ``rung`` (its config is ``RUN/rung.yaml``)."""
-    run_dir = study.rung_dir(rung).resolve()
-    tail = [
-        "-m", "scalelab", "pretrain", str(run_dir), "--config", str(run_dir / "rung.yaml"),
-        "--runtime.threads", str(threads), "--no-runtime.progress",
-    ]  # fmt: skip
+    tail = pretrain_args(study.rung_dir(rung), threads)
     if cfg.executor == "torchrun":
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(cfg.nproc_per_node),
-        ]
-        extra = shlex.split(cfg.torchrun_args)
-        if not any(a.startswith("--rdzv") or a.startswith("--nnodes") for a in extra):
-            launcher.append("--standalone")
-        return launcher + extra + tail
+        return torchrun_command(cfg.nproc_per_node, shlex.split(cfg.torchrun_args), tail)
     return [sys.executable, *tail]
 
 
 def _mark_failed(study: Study, rung: Rung, code: int) -> None:
     """A rung process that died without saying so (an exception, OOM) is recorded as failed."""
-    path = study.rung_dir(rung) / "summary.json"
-    summary = read_json(path) if path.is_file() else {}
-    if summary.get("status") in ("failed", "interrupted", "completed"):
-        return
-    log = study.rung_dir(rung) / "train.log"
-    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-    summary.update(status="failed", message=f"exit code {code}: {tail[0] if tail else 'no output'}")
-    atomic_write_json(path, summary)
+    mark_failed(study.rung_dir(rung), code)
 
 
 class _Progress:
@@ -161,6 +152,13 @@ class _Progress:
         )
         self.bar.refresh()
 
+    def note(self, message: str) -> None:
+        """One line on stderr, above the bar when there is one."""
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.update()
@@ -178,7 +176,8 @@ def run_study(study: Study, cfg: RunConfig) -> dict[str, str]:
     """Train every pending rung of ``study``; return {rung id: final status}.
 
     Holds the study's runner lock: a second runner on the same study is refused (UserError)
-    instead of starting the same rungs again.
+    instead of starting the same rungs again. With the slurm executor, ``failed`` also
+    stands for a rung whose job ended before it did (the next run submits it again).
     """
     with study.runner_lock():
         return _run_pending(study, cfg)
@@ -189,7 +188,6 @@ def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
 
     base = study.plan.base
     dataset = Path(base.dataset) if base.dataset else prepare(base.data, root=base.data_root)
-    workers, threads = resolve_parallelism(cfg, study)
     todo: list[Rung] = []
     for rung in study.rungs:
         if cfg.only and rung.id not in cfg.only:
@@ -201,27 +199,67 @@ def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
         run_dir.mkdir(parents=True, exist_ok=True)
         if status == "failed":  # retry: clear the failure so the run resumes from its checkpoint
             (run_dir / "summary.json").unlink(missing_ok=True)
-        rung.pretrain_config(base.replace(dataset=dataset.resolve())).to_yaml(run_dir / "rung.yaml")
+        rung_cfg = rung.pretrain_config(base.replace(dataset=dataset.resolve()))
+        if rung_cfg.runtime.wandb and not rung_cfg.runtime.wandb_group:  # W&B: grouped by study
+            rung_cfg = rung_cfg.replace(
+                runtime=rung_cfg.runtime.replace(wandb_group=study.root.resolve().name)
+            )
+        rung_cfg.to_yaml(run_dir / "rung.yaml")
         todo.append(rung)
     results = {r.id: study.rung_status(r) for r in study.rungs}
     if not todo:
         study.write_results()
         return results
+    if cfg.executor != "slurm":
+        _refuse_slurm_rungs(study, todo)
     progress = _Progress(study, todo, cfg.progress)
-    print(
-        f"training {len(todo)} rung(s) with the {cfg.executor} executor: {workers} at a time, "
-        f"{threads} thread(s) each; logs in {study.root / 'rungs'}/<rung>/train.log",
-        file=sys.stderr,
-    )
+    job_failures: dict[str, str] = {}
     try:
-        if cfg.executor == "ray":
-            _run_ray(study, todo, cfg, threads, workers, progress)
+        if cfg.executor == "slurm":
+            job_failures = _run_slurm(study, todo, cfg, progress)
         else:
-            _run_local(study, todo, cfg, threads, workers, progress)
+            workers, threads = resolve_parallelism(cfg, study)
+            print(
+                f"training {len(todo)} rung(s) with the {cfg.executor} executor: {workers} at a "
+                f"time, {threads} thread(s) each; logs in {study.root / 'rungs'}/<rung>/train.log",
+                file=sys.stderr,
+            )
+            run = _run_ray if cfg.executor == "ray" else _run_local
+            run(study, todo, cfg, threads, workers, progress)
     finally:
         progress.close()
         study.write_results()
-    return {r.id: study.rung_status(r) for r in study.rungs}
+    results = {r.id: study.rung_status(r) for r in study.rungs}
+    return {**results, **dict.fromkeys(job_failures, "failed")}
+
+
+def _run_slurm(
+    study: Study, todo: list[Rung], cfg: RunConfig, progress: _Progress
+) -> dict[str, str]:
+    """The slurm executor: {rung id: message} for the rungs whose job ended before them."""
+    from scalelab.study import slurm
+
+    print(
+        f"training {len(todo)} rung(s) with the slurm executor ({cfg.slurm.cluster} jobs); "
+        f"logs in {study.root / 'rungs'}/<rung>/train.log and {slurm.log_folder(study, cfg.slurm)}",
+        file=sys.stderr,
+    )
+    return slurm.run_rungs(
+        study, todo, cfg.slurm, threads=cfg.threads, on_tick=progress.update, note=progress.note
+    )
+
+
+def _refuse_slurm_rungs(study: Study, todo: list[Rung]) -> None:
+    """Another executor must not train rungs that Slurm jobs of this study still hold."""
+    from scalelab.study import slurm
+
+    busy = slurm.active_jobs(study)
+    held = [f"{r.id} (job {busy[r.id][0]}, {busy[r.id][1]})" for r in todo if r.id in busy]
+    if held:
+        raise UserError(
+            f"Slurm jobs of this study are still queued or running for {', '.join(held)}; "
+            f"track them with `scalelab study run {study.root} --executor slurm` or cancel them"
+        )
 
 
 def _run_local(
@@ -330,6 +368,11 @@ def status_text(study: Study) -> str:
         f"{done / total if total else 0:.1%} of {total:.3e} FLOPs done; "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     )
+    from scalelab.study.slurm import jobs_line
+
+    slurm_line = jobs_line(study)
+    if slurm_line:
+        lines.append(slurm_line)
     return "\n".join(lines)
 
 
@@ -344,8 +387,11 @@ def run_and_fit(study: Study, run_cfg: RunConfig, fit_cfg: Any) -> int:
     if summary is not None:
         print(describe_fit(summary))
     if failed:
+        logs = "their train.log" + (
+            ", and the job logs above" if run_cfg.executor == "slurm" else ""
+        )
         print(
-            f"scalelab: {len(failed)} rung(s) failed: {', '.join(failed)} (see their train.log)",
+            f"scalelab: {len(failed)} rung(s) failed: {', '.join(failed)} (see {logs})",
             file=sys.stderr,
         )
         return 1
