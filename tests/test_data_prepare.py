@@ -306,3 +306,194 @@ def test_cli_reports_replaced_bytes(capsys, corpus, tmp_path):
     assert main([*argv, "--root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert "undecodable byte sequences replaced by U+FFFD -- bad: 2" in out
+
+
+# ----------------------------------------------------------------------------- at scale
+
+
+class _GeneratedSource:
+    """Builds a Source whose texts are made on the fly (never a list)."""
+
+    @staticmethod
+    def make(name: str, n_texts: int, *, seed: int = 0, dup: bool = False):
+        from scalelab.data.sources import Source
+
+        class Generated(Source):
+            kind = "generated"
+
+            def fingerprint(self):
+                return {"kind": "generated", "n": n_texts, "seed": seed, "dup": dup}
+
+            def texts(self):
+                rng = random.Random(seed)
+                syll = ["ka", "lo", "mi", "ten", "sar", "vu", "pe", "ri", "dos", "an"]
+                for i in range(n_texts):
+                    words = ("".join(rng.choices(syll, k=rng.randint(1, 3))) for _ in range(300))
+                    yield ("same" if dup and i % 7 == 3 else f"t{i}"), " ".join(words) + "."
+
+        return Generated(name=name, spec=name)
+
+
+def _prepare_generated(monkeypatch, root, sources, **kw):
+    import scalelab.data.prepare as prep
+
+    monkeypatch.setattr(prep, "resolve_sources", lambda *a, **k: sources)
+    return prepare_dataset(small_cfg(["x"] * len(sources), **kw), root=root)
+
+
+def test_split_stream_matches_assign_splits():
+    from scalelab.data.split import SplitStream
+
+    rng = random.Random(5)
+    for n, frac in [(1, 0.5), (2, 0.001), (3, 0.999), (50, 0.02), (40, 0.98), (200, 0.1), (9, 0)]:
+        ids = [f"doc{rng.random()}" for _ in range(n)]
+        stream = SplitStream("src", val_fraction=frac, seed=3)
+        got = [stream.add(i) for i in ids]
+        for index, is_val in stream.finish().items():
+            got[index] = is_val
+        assert got == assign_splits("src", ids, val_fraction=frac, seed=3), (n, frac)
+
+
+def test_streaming_holds_a_batch_not_the_corpus(monkeypatch, tmp_path):
+    """Reading, tokenizer training and encoding interleave: no stage holds the corpus."""
+    import scalelab.data.prepare as prep
+    import scalelab.data.tokenizer as tokmod
+
+    monkeypatch.setattr(prep, "_BATCH_BYTES", 64 << 10)
+    produced, lags, batches = [0], [], []
+    source = _GeneratedSource.make("gen", 800)
+    texts = source.texts
+
+    def counted_texts():
+        for item in texts():
+            produced[0] += 1
+            yield item
+
+    source.texts = counted_texts
+    real_train, real_encode = tokmod.train_tokenizer, tokmod.encode_ids
+
+    def train(items, *args, **kwargs):
+        def watched():
+            for n, text in enumerate(items, 1):
+                lags.append(produced[0] - n)  # texts read but not yet given to the trainer
+                yield text
+
+        return real_train(watched(), *args, **kwargs)
+
+    def encode(backend, batch):
+        batches.append(sum(len(t.encode()) for t in batch))
+        return real_encode(backend, batch)
+
+    monkeypatch.setattr(tokmod, "train_tokenizer", train)
+    monkeypatch.setattr(tokmod, "encode_ids", encode)
+    result = _prepare_generated(monkeypatch, tmp_path / "d", [source], vocab_size=300)
+    sources = [source]
+    chars = sum(result.manifest["splits"][s]["chars"] for s in ("train", "val"))
+    assert chars > 1_300_000 and len(lags) > 600
+    assert max(lags) < 40, max(lags)  # a few documents wait for the split, never the corpus
+    assert len(batches) > 15 and max(batches) <= 64 << 10
+    assert not (result.path / ".spool").exists()
+    # The shards hold exactly the generated documents, in order, split by the id hash.
+    docs = list(sources[0].documents(doc_chars=600))
+    is_val = assign_splits("gen", [d.id for d in docs], val_fraction=0.15)
+    ds = open_dataset(result.path)
+    tok = ds.load_tokenizer()
+    tokens, starts = ds.tokens("val", "gen"), ds.doc_starts("val", "gen")
+    decoded = [tok.decode(tokens[a : b - 1].tolist()) for a, b in zip(starts[:-1], starts[1:])]
+    assert decoded == [d.text for d, v in zip(docs, is_val) if v]
+    assert ds.num_docs("train", "gen") == is_val.count(False)
+
+
+def test_batching_and_threads_do_not_change_the_shards(corpus, monkeypatch, tmp_path):
+    """One document per batch, serial per-document encoding and the default batches agree."""
+    import scalelab.data.prepare as prep
+    from scalelab.data.tokenizer import load_backend
+
+    _, sources = corpus
+    big = prepare(small_cfg(sources), root=tmp_path / "big")
+    monkeypatch.setattr(prep, "_BATCH_BYTES", 1)
+    small = prepare(small_cfg(sources), root=tmp_path / "small")
+    files = sorted(p.relative_to(big) for p in big.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(small) for p in small.rglob("*") if p.is_file())
+    for rel in files:
+        if rel.name != "manifest.json":
+            assert (big / rel).read_bytes() == (small / rel).read_bytes(), rel
+    backend = load_backend(big / "tokenizer")
+    ds = open_dataset(big)
+    for source in resolve_sources(sources):
+        docs = list(source.documents(doc_chars=600))
+        is_val = assign_splits(source.name, [d.id for d in docs], val_fraction=0.15)
+        serial = []
+        for d in (d for d, v in zip(docs, is_val) if not v):
+            serial += backend.encode(d.text, add_special_tokens=False).ids + [ds.separator_id]
+        assert ds.tokens("train", source.name).tolist() == serial
+
+
+def test_split_fallback_and_tokenizer_see_the_final_split(monkeypatch, tmp_path):
+    """A source too small for val_fraction still gets one validation document, and the
+    tokenizer is trained on exactly the final training documents."""
+    from scalelab.data.tokenizer import train_tokenizer
+
+    sources = [_GeneratedSource.make("big", 60, seed=1), _GeneratedSource.make("tiny", 3, seed=2)]
+    result = _prepare_generated(monkeypatch, tmp_path / "d", sources, val_fraction=0.02)
+    train_texts = []
+    for source in sources:
+        docs = list(source.documents(doc_chars=600))
+        is_val = assign_splits(source.name, [d.id for d in docs], val_fraction=0.02)
+        assert result.manifest["sources"][source.name]["docs"]["val"] == sum(is_val) >= 1
+        train_texts += [d.text for d, v in zip(docs, is_val) if not v]
+    ref = train_tokenizer(train_texts, tmp_path / "ref", vocab_size=400)
+    assert result.manifest["tokenizer"]["hash"] == ref["hash"]
+
+
+def test_duplicate_ids_are_refused(monkeypatch, tmp_path):
+    sources = [_GeneratedSource.make("dups", 20, dup=True)]
+    with pytest.raises(UserError, match="two documents share the id 'same"):
+        _prepare_generated(monkeypatch, tmp_path / "d", sources)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_killed_prepare_leaves_nothing_reused(corpus, tmp_path):
+    """kill -9 during encoding: no dataset appears, and the next run cleans up and builds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _, sources = corpus
+    root = tmp_path / "data"
+    script = f"""
+import os, signal
+import scalelab.data.prepare as prep
+from scalelab.data import DataConfig
+def die(*a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)
+prep._ShardWriter.write = die
+prep.prepare(DataConfig(sources={tuple(sources)!r}, vocab_size=400, val_fraction=0.15,
+                        doc_chars=600), root={str(root)!r})
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    left = list(root.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".") and left[0].name.endswith(".tmp")
+    assert (left[0] / "tokenizer" / "tokenizer.json").is_file()  # it got that far
+    result = prepare_dataset(small_cfg(sources), root=root)
+    assert not result.reused
+    assert [p.name for p in root.iterdir()] == [result.path.name]  # the leftover is gone
+    assert open_dataset(result.path).num_tokens("train") > 0
+
+
+def test_uint32_shards_round_trip(tmp_path):
+    from scalelab.data.prepare import _ShardWriter
+
+    writer = _ShardWriter(tmp_path, "s")
+    ids = [[70_000, 1, 99_999], [5], [4_000_000_000]]
+    assert writer.write(ids, [False, True, False], 0, "uint32") == 8
+    writer.write([[65_537]], [True], 0, "uint32")
+    writer.close(tmp_path)
+    train = np.fromfile(tmp_path / "train" / "s.bin", dtype=np.uint32)
+    assert train.tolist() == [70_000, 1, 99_999, 0, 4_000_000_000, 0]
+    assert np.load(tmp_path / "train" / "s.docs.npy").tolist() == [0, 4, 6]
+    assert np.fromfile(tmp_path / "val" / "s.bin", dtype=np.uint32).tolist() == [5, 0, 65_537, 0]
+    assert np.load(tmp_path / "val" / "s.docs.npy").tolist() == [0, 2, 4]

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
-import itertools
 import json
 import os
 import re
+import shutil
 import time
+from array import array
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,8 +41,8 @@ from typing import Any
 from scalelab import __version__
 from scalelab.data.config import DEFAULT_SOURCES, DataConfig
 from scalelab.data.dataset import TokenDataset, open_dataset
-from scalelab.data.sources import Document, Source, resolve_sources
-from scalelab.data.split import assign_splits
+from scalelab.data.sources import Source, resolve_sources
+from scalelab.data.split import SplitStream, split_hash
 from scalelab.errors import UserError
 from scalelab.utils.io import atomic_dir, atomic_write_json, read_json
 
@@ -56,7 +58,10 @@ __all__ = [
 FORMAT = "scalelab.dataset"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
-_ENCODE_BATCH = 512
+#: Text per encoding batch: big enough to keep every core busy, small enough to bound memory.
+_BATCH_BYTES = 4 << 20
+#: Files whose size is about their text's (the reading progress bar's total).
+_PLAIN = (".txt", ".md", ".jsonl", ".ndjson", ".json")
 
 
 def shard_dtype(vocab_size: int) -> str:
@@ -126,25 +131,36 @@ def prepare_dataset(
     )
     # Several processes (DDP ranks, parallel rungs of a study) may prepare the same
     # dataset at once: the first builds it, the others wait and then reuse it.
-    with _locked(target.parent):
+    with _locked(target.parent) as locked:
+        if locked:
+            _remove_leftovers(target)
         return _prepare_locked(cfg, sources, ident, target, exact=out is not None)
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``directory`` (a no-op where flock does not exist)."""
+def _locked(directory: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``directory`` (a no-op where flock does not exist);
+    yields whether the lock is held."""
     directory.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        yield
+        yield False
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete the temporary directories of preparations of ``target`` that were killed
+    (``kill -9``, power loss) before their rename. Called with the root's lock held: every
+    live preparation in the root holds it while it builds, so none of these is live."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _prepare_locked(
@@ -185,93 +201,201 @@ def _complete(path: Path) -> bool:
 # ====================================================================== building
 
 
-def _read(cfg: DataConfig, sources: list[Source]) -> dict[str, dict[str, list[Document]]]:
-    """Documents of each source, split: ``{source: {"train": [...], "val": [...]}}``."""
+@dataclasses.dataclass
+class _Spool:
+    """One source's documents, read once and spooled to disk in reading order.
+
+    ``path`` holds their UTF-8 text back to back; per document only its byte length,
+    character count and split (17 bytes) stay in memory, so preparing a corpus needs
+    memory for one batch of text, not for the corpus.
+    """
+
+    source: Source
+    path: Path
+    nbytes: Any = dataclasses.field(default_factory=lambda: array("q"))
+    nchars: Any = dataclasses.field(default_factory=lambda: array("q"))
+    is_val: Any = dataclasses.field(default_factory=lambda: array("b"))
+
+    def texts(self, stop: int | None = None, *, train: bool = True) -> Iterator[str]:
+        """The spooled texts of the first ``stop`` documents (train ones, or all)."""
+        stop = len(self.nbytes) if stop is None else stop
+        with open(self.path, "rb") as fh:
+            for i in range(stop):
+                data = fh.read(self.nbytes[i])
+                if not train or not self.is_val[i]:
+                    yield data.decode("utf-8", "surrogatepass")
+
+    def batches(self, batch_bytes: int) -> Iterator[tuple[list[str], list[bool], int]]:
+        """(texts, is_val, bytes) of consecutive documents, ``batch_bytes`` of text or less
+        (a longer document is a batch of its own)."""
+        n, i = len(self.nbytes), 0
+        with open(self.path, "rb") as fh:
+            while i < n:
+                j, size = i, 0
+                while j < n and (j == i or size + self.nbytes[j] <= batch_bytes):
+                    size += self.nbytes[j]
+                    j += 1
+                data, pos, texts = fh.read(size), 0, []
+                for k in range(i, j):
+                    texts.append(data[pos : pos + self.nbytes[k]].decode("utf-8", "surrogatepass"))
+                    pos += self.nbytes[k]
+                yield texts, [bool(v) for v in self.is_val[i:j]], size
+                i = j
+
+
+def _source_bytes(sources: list[Source]) -> int | None:
+    """Total size of the sources' files when they are plain text (an ETA), else None."""
+    total = 0
+    for source in sources:
+        files = getattr(source, "files", None)
+        if not files or any(not f.name.lower().endswith(_PLAIN) for f in files):
+            return None
+        total += sum(f.stat().st_size for f in files)
+    return total
+
+
+def _spool_and_train_texts(
+    cfg: DataConfig,
+    sources: list[Source],
+    spool_dir: Path,
+    spools: list[_Spool],
+    clock: list[float],
+) -> Iterator[str]:
+    """Read every source once into its spool; yield the training texts, in reading order.
+
+    A document's split is final as soon as its source has a document in each split (the
+    only decisions :func:`assign_splits` revisits are for sources without one); until
+    then texts wait in the spool, and are read back from it once decided. ``clock[0]``
+    adds up the time spent reading the sources.
+    """
     from tqdm.auto import tqdm
 
-    out: dict[str, dict[str, list[Document]]] = {}
-    for source in tqdm(sources, desc="reading sources", unit="source", disable=None, leave=False):
-        docs = list(source.documents(doc_chars=cfg.doc_chars, max_chars=cfg.max_chars))
-        if not docs:
-            raise UserError(f"source {source.spec!r} yields no text (the corpus part is empty)")
-        ids = [d.id for d in docs]
-        if len(set(ids)) != len(ids):  # would make the split ambiguous
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise UserError(f"source {source.spec!r}: two documents share the id {dup!r}")
-        is_val = assign_splits(source.name, ids, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        out[source.name] = {
-            "train": [d for d, v in zip(docs, is_val) if not v],
-            "val": [d for d, v in zip(docs, is_val) if v],
-        }
-    return out
+    spool_dir.mkdir()
+    n_text = 0
+    bar = tqdm(
+        total=_source_bytes(sources),
+        desc="reading + training tokenizer",
+        unit="B",
+        unit_scale=True,
+        disable=None,
+    )
+    with bar:
+        for i, source in enumerate(sources):
+            spool = _Spool(source, spool_dir / f"{i}.txt")
+            spools.append(spool)
+            n_text += yield from _spool_source(cfg, spool, bar, clock)
+    if n_text == 0:
+        raise UserError("the corpus is empty: no source has any training text")
 
 
-def _encode(
-    backend: Any, docs: list[Document], path: Path, *, separator: int, dtype: str, bar: Any
-) -> tuple[int, Any]:
-    """Tokenize ``docs`` into ``path`` (separator after each); returns (tokens, doc starts)."""
+def _spool_source(cfg: DataConfig, spool: _Spool, bar: Any, clock: list[float]) -> Iterator[str]:
+    """Spool one source (see above); returns how many non-blank training texts it gave."""
+    source = spool.source
+    split = SplitStream(source.name, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    decided = cfg.val_fraction <= 0
+    n_text = n_train = 0
+    docs = source.documents(doc_chars=cfg.doc_chars, max_chars=cfg.max_chars)
+    with open(spool.path, "wb") as fh:
+        while True:
+            t0 = time.perf_counter()
+            doc = next(docs, None)
+            clock[0] += time.perf_counter() - t0
+            if doc is None:
+                break
+            data = doc.text.encode("utf-8", "surrogatepass")
+            fh.write(data)
+            is_val = split.add(doc.id)
+            spool.nbytes.append(len(data))
+            spool.nchars.append(len(doc.text))
+            spool.is_val.append(is_val)
+            n_train += not is_val
+            bar.update(len(data))
+            if decided:
+                if not is_val:
+                    n_text += not doc.text.isspace() and bool(doc.text)
+                    yield doc.text
+            elif n_train and n_train < len(spool.nbytes):  # one in each split: now final
+                decided = True
+                fh.flush()
+                n_text += yield from _blank_count(spool.texts(len(spool.nbytes)))
+    if not spool.nbytes:
+        raise UserError(f"source {source.spec!r} yields no text (the corpus part is empty)")
+    _check_unique_ids(cfg, source, split.hashes)
+    for index, is_val in split.finish().items():
+        spool.is_val[index] = is_val
+    if not decided:
+        n_text += yield from _blank_count(spool.texts())
+    return n_text
+
+
+def _blank_count(texts: Iterator[str]) -> Iterator[str]:
+    """Yield ``texts``; return how many are not blank."""
+    n = 0
+    for text in texts:
+        n += bool(text) and not text.isspace()
+        yield text
+    return n
+
+
+def _check_unique_ids(cfg: DataConfig, source: Source, hashes: Any) -> None:
+    """Two documents with one id would make the split ambiguous: a UserError naming it.
+
+    Only the ids' split hashes are kept, so equal hashes send the source to be read once
+    more, for the ids themselves (and only then; distinct ids with equal hashes pass).
+    """
     import numpy as np
 
-    starts = [0]
-    total = 0
-    with open(path, "wb") as fh:
-        for i in range(0, len(docs), _ENCODE_BATCH):
-            batch = [d.text for d in docs[i : i + _ENCODE_BATCH]]
-            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-            ids = [e.ids for e in encode(batch, add_special_tokens=False)]
-            lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-            flat = np.fromiter(
-                itertools.chain.from_iterable(itertools.chain(x, (separator,)) for x in ids),
-                dtype=dtype,
-                count=int(lengths.sum()),
-            )
-            flat.tofile(fh)
-            ends = total + np.cumsum(lengths)
-            starts.extend(ends.tolist())
-            total = int(ends[-1])
-            bar.update(sum(len(t) for t in batch))
-    return total, np.asarray(starts, dtype=np.int64)
+    h = np.sort(np.frombuffer(hashes, dtype=np.float64))
+    same = h[1:][h[1:] == h[:-1]]
+    if not same.size:
+        return
+    suspects = set(same.tolist())
+    seen: dict[str, int] = {}
+    order: list[str] = []
+    for doc in source.documents(doc_chars=cfg.doc_chars, max_chars=cfg.max_chars):
+        if split_hash(source.name, doc.id, cfg.seed) in suspects:
+            seen[doc.id] = seen.get(doc.id, 0) + 1
+            order.append(doc.id)
+    dup = next((i for i in order if seen[i] > 1), None)
+    if dup is not None:
+        raise UserError(f"source {source.spec!r}: two documents share the id {dup!r}")
 
 
 def _build(
     cfg: DataConfig, sources: list[Source], ident: dict[str, Any], target: Path
 ) -> dict[str, Any]:
-    """Read, split, train the tokenizer, encode every shard and write ``target``; the manifest."""
+    """Read and split (streamed), train the tokenizer, encode every shard; the manifest.
+
+    Written under a temporary sibling of ``target`` renamed into place at the end, so a
+    crash (even ``kill -9``) leaves only a ``.<name>.*.tmp`` directory that no later run
+    takes for a dataset and the next preparation in the same root deletes.
+    """
     from scalelab.data.tokenizer import load_backend, train_tokenizer
 
     t0 = time.perf_counter()
-    split_docs = _read(cfg, sources)
-    t_read = time.perf_counter()
-    n_train = sum(len(s["train"]) for s in split_docs.values())
-    if n_train == 0 or not any(d.text.strip() for s in split_docs.values() for d in s["train"]):
-        raise UserError("the corpus is empty: no source has any training text")
-
     with atomic_dir(target) as tmp:
-        train_texts = (d.text for s in split_docs.values() for d in s["train"])
+        spools: list[_Spool] = []
+        clock = [0.0]
+        texts = _spool_and_train_texts(cfg, sources, tmp / ".spool", spools, clock)
         tok_info = train_tokenizer(
-            train_texts,
+            texts,
             tmp / "tokenizer",
             kind=cfg.tokenizer,
             vocab_size=cfg.vocab_size,
             lowercase=cfg.lowercase_resolved,
-            length=n_train,
         )
         t_tok = time.perf_counter()
         dtype = shard_dtype(tok_info["vocab_size"])
         backend = load_backend(tmp / "tokenizer")
         shards, per_source = _encode_shards(
-            sources,
-            split_docs,
-            ident,
-            tmp,
-            backend,
-            separator=tok_info["separator_id"],
-            dtype=dtype,
+            spools, ident, tmp, backend, separator=tok_info["separator_id"], dtype=dtype
         )
+        shutil.rmtree(tmp / ".spool")
         t_enc = time.perf_counter()
+        # Reading overlaps tokenizer training; "read" is the time spent in the sources.
         seconds = {
-            "read": round(t_read - t0, 3),
-            "tokenizer": round(t_tok - t_read, 3),
+            "read": round(clock[0], 3),
+            "tokenizer": round(t_tok - t0 - clock[0], 3),
             "encode": round(t_enc - t_tok, 3),
         }
         manifest = _manifest(cfg, ident, target, tok_info, dtype, shards, per_source, seconds)
@@ -280,9 +404,45 @@ def _build(
     return manifest
 
 
+class _ShardWriter:
+    """Appends encoded batches to one source's train and val shards, in document order."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.rel = {split: f"{split}/{name}" for split in SPLITS}
+        for split in SPLITS:
+            (tmp / split).mkdir(exist_ok=True)
+        self.files = {s: open(tmp / f"{self.rel[s]}.bin", "wb") for s in SPLITS}  # noqa: SIM115
+        self.ends: dict[str, list[Any]] = {s: [] for s in SPLITS}
+        self.total = dict.fromkeys(SPLITS, 0)
+
+    def write(self, ids: list[Any], is_val: list[bool], separator: int, dtype: str) -> int:
+        """Pack and append one batch; returns its number of tokens."""
+        import numpy as np
+
+        from scalelab.data.tokenizer import pack_ids
+
+        flat, lengths = pack_ids(ids, separator=separator, dtype=dtype)
+        val = np.asarray(is_val, dtype=bool)
+        per_token = np.repeat(val, lengths)
+        for split, docs, toks in (("train", ~val, ~per_token), ("val", val, per_token)):
+            if docs.any():
+                flat[toks].tofile(self.files[split])
+                ends = self.total[split] + np.cumsum(lengths[docs])
+                self.ends[split].append(ends)
+                self.total[split] = int(ends[-1])
+        return int(flat.size)
+
+    def close(self, tmp: Path) -> None:
+        import numpy as np
+
+        for split in SPLITS:
+            self.files[split].close()
+            starts = np.concatenate([np.zeros(1, dtype=np.int64), *self.ends[split]])
+            np.save(tmp / f"{self.rel[split]}.docs.npy", starts, allow_pickle=False)
+
+
 def _encode_shards(
-    sources: list[Source],
-    split_docs: dict[str, dict[str, list[Document]]],
+    spools: list[_Spool],
     ident: dict[str, Any],
     tmp: Path,
     backend: Any,
@@ -290,44 +450,55 @@ def _encode_shards(
     separator: int,
     dtype: str,
 ) -> tuple[dict[str, dict[str, dict[str, str]]], dict[str, dict[str, Any]]]:
-    """Write every source's shard of every split under ``tmp``: (shard paths, per-source counts)."""
+    """Write every source's shard of every split under ``tmp``: (shard paths, per-source counts).
+
+    Batches of about ``_BATCH_BYTES`` of text are encoded by the tokenizer's Rust threads
+    (the GIL released) while a writer thread packs and appends the previous batch.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     from tqdm.auto import tqdm
 
-    from scalelab.data.tokenizer import parallelism
+    from scalelab.data.tokenizer import encode_ids, parallelism
 
-    total_chars = sum(len(d.text) for s in split_docs.values() for docs in s.values() for d in docs)
+    total_bytes = sum(sum(s.nbytes) for s in spools)
     shards: dict[str, dict[str, dict[str, str]]] = {split: {} for split in SPLITS}
     per_source: dict[str, dict[str, Any]] = {}
-    with (
-        parallelism(),
-        tqdm(
-            total=total_chars, desc="tokenizing", unit="char", unit_scale=True, disable=None
-        ) as bar,
-    ):
-        for source in sources:
+    n_tokens = 0
+    bar = tqdm(total=total_bytes, desc="tokenizing", unit="B", unit_scale=True, disable=None)
+    with parallelism(), bar, ThreadPoolExecutor(1, thread_name_prefix="shards") as pool:
+        for spool in spools:
+            source = spool.source
+            writer = _ShardWriter(tmp, source.name)
+            pending = None
+            for texts, is_val, size in spool.batches(_BATCH_BYTES):
+                ids = encode_ids(backend, texts)
+                if pending is not None:
+                    n_tokens += pending.result()
+                pending = pool.submit(writer.write, ids, is_val, separator, dtype)
+                bar.update(size)
+                bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", refresh=False)
+            if pending is not None:
+                n_tokens += pending.result()
+            writer.close(tmp)
+            val = np.frombuffer(spool.is_val, dtype=np.int8).astype(bool)
+            chars = np.frombuffer(spool.nchars, dtype=np.int64)
             entry: dict[str, Any] = {
                 "spec": source.spec,
                 "kind": source.kind,
                 "weight": source.weight,
                 "fingerprint": ident["fingerprints"][source.name],
                 "undecodable": source.undecodable,
-                "docs": {},
-                "chars": {},
-                "tokens": {},
+                "docs": {"train": int((~val).sum()), "val": int(val.sum())},
+                "chars": {"train": int(chars[~val].sum()), "val": int(chars[val].sum())},
+                "tokens": dict(writer.total),
             }
             for split in SPLITS:
-                docs = split_docs[source.name][split]
-                (tmp / split).mkdir(exist_ok=True)
-                rel = f"{split}/{source.name}"
-                n_tok, starts = _encode(
-                    backend, docs, tmp / f"{rel}.bin", separator=separator, dtype=dtype, bar=bar
-                )
-                np.save(tmp / f"{rel}.docs.npy", starts, allow_pickle=False)
-                shards[split][source.name] = {"tokens": f"{rel}.bin", "docs": f"{rel}.docs.npy"}
-                entry["docs"][split] = len(docs)
-                entry["chars"][split] = sum(len(d.text) for d in docs)
-                entry["tokens"][split] = n_tok
+                shards[split][source.name] = {
+                    "tokens": f"{writer.rel[split]}.bin",
+                    "docs": f"{writer.rel[split]}.docs.npy",
+                }
             per_source[source.name] = entry
     return shards, per_source
 

@@ -38,3 +38,42 @@ def assign_splits(
         if all(is_val):
             is_val[max(range(len(hashes)), key=hashes.__getitem__)] = False
     return is_val
+
+
+class SplitStream:
+    """:func:`assign_splits` one document at a time, for sources too large to hold.
+
+    :meth:`add` gives each document's provisional decision (its hash against
+    ``val_fraction``) and keeps only the hash (8 bytes a document). :meth:`finish` then
+    names the documents whose decision the keep-one-in-each-split rule changes, so that
+    the final decisions are exactly :func:`assign_splits`' over the whole source.
+    """
+
+    def __init__(self, source: str, *, val_fraction: float, seed: int = 0) -> None:
+        from array import array
+
+        self.source = source
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.hashes = array("d")
+        self._n_val = 0
+
+    def add(self, doc_id: str) -> bool:
+        """``True`` when the next document goes to validation (before :meth:`finish`)."""
+        h = split_hash(self.source, doc_id, self.seed)
+        self.hashes.append(h)
+        is_val = h < self.val_fraction
+        self._n_val += is_val
+        return is_val
+
+    def finish(self) -> dict[int, bool]:
+        """``{index: is_val}`` for the (at most one) document whose decision changes."""
+        n = len(self.hashes)
+        if self.val_fraction <= 0 or n < 2:
+            return {}
+        hashes = self.hashes
+        if self._n_val == 0:  # first-minimum, as min(range(n), key=...) picks
+            return {min(range(n), key=hashes.__getitem__): True}
+        if self._n_val == n:
+            return {max(range(n), key=hashes.__getitem__): False}
+        return {}

@@ -210,3 +210,33 @@ def load_backend(directory: str | Path) -> Any:
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
+
+
+def encode_ids(backend: Any, texts: list[str]) -> list[Any]:
+    """The encodings of each text (no special tokens), made in parallel by Rust threads;
+    :func:`pack_ids` takes their ids (in another thread, while the next batch encodes).
+
+    ``encode_batch_fast`` (tokenizers >= 0.21) skips the offsets that ``encode_batch``
+    computes; both release the GIL while they encode. Call inside :func:`parallelism`.
+    """
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return encode(texts, add_special_tokens=False)
+
+
+def pack_ids(ids: list[Any], *, separator: int, dtype: str) -> tuple[Any, Any]:
+    """``(tokens, lengths)``: every document's ids (a list, or an encoding's ``.ids``)
+    followed by ``separator``, back to back as one ``dtype`` array, and each document's
+    length with its separator (int64)."""
+    import itertools
+
+    import numpy as np
+
+    ids = [x if isinstance(x, list) else x.ids for x in ids]
+
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain(x, (separator,)) for x in ids),
+        dtype=dtype,
+        count=int(lengths.sum()),
+    )
+    return flat, lengths
