@@ -376,6 +376,9 @@ def test_config_serialisation_is_unchanged():
         "wandb_project": "scalelab",
         "wandb_name": "",
         "wandb_group": "",
+        "peak_flops": 0.0,
+        "activation_checkpointing": False,
+        "fsdp": False,
     }
     assert "fine-tuning picks one by method" in OptimConfig.field_docs()["lr"]
 

@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from scalelab.models.config import ModelConfig
 from scalelab.models.loss import linear_cross_entropy
@@ -156,6 +157,9 @@ class DecoderLM(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         else:
             self.rope_cos = self.rope_sin = None
+        # Recompute each block in the backward pass instead of storing its activations
+        # (set from --runtime.activation-checkpointing; not part of the config or weights).
+        self.activation_checkpointing = False
         # Set by compile_for_training (scalelab.models.maybe_compile).
         self.compiled_loss = False
         self._compiled_body = None
@@ -201,8 +205,12 @@ class DecoderLM(nn.Module):
         x = self.drop(x)
         cos = self.rope_cos[:t] if self.rope_cos is not None else None
         sin = self.rope_sin[:t] if self.rope_sin is not None else None
+        remat = self.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, cos, sin)
+            if remat:  # non-reentrant: works with autocast, DDP, FSDP2 and torch.compile
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
         return self.norm_f(x)
 
     def compile_for_training(self) -> None:

@@ -276,10 +276,29 @@ def load_checkpoint(
     """Restore model, optimizer and this rank's RNG; return the trainer state."""
     restore(model, path)
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        load_optimizer_state(model, optimizer, torch.load(path / "optimizer.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=True)["ranks"]
     set_rng_state(rng[rank] if rank < len(rng) else rng[0])
     return read_json(path / STATE)
+
+
+def load_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Load an ``optimizer.pt``: torch's own layout (parameters by position), or the one
+    FSDP runs write (``torch.distributed.checkpoint`` full state dict, parameters by name),
+    so that either kind resumes under DDP, FSDP or in one process."""
+    groups = state.get("param_groups") or [{}]
+    if any(isinstance(p, str) for g in groups for p in g.get("params", ())):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer, state, options=options)
+    else:
+        optimizer.load_state_dict(state)
 
 
 def export_state_dict(model: nn.Module, directory: Path) -> None:

@@ -92,6 +92,12 @@ class RuntimeConfig(Config):
     """W&B run name (empty: the run directory's name)."""
     wandb_group: str = ""
     """W&B group of the run, e.g. a study's name (empty: none)."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of one device for the MFU in summary.json (0: NVIDIA's dense bf16 datasheet figure for known GPUs; none on CPU)."""
+    activation_checkpointing: bool = False
+    """Recompute each Transformer block's activations in the backward pass (less memory, about a third more compute)."""
+    fsdp: bool = False
+    """Under torchrun, shard parameters, gradients and optimizer state over the processes (FSDP2, per block) instead of replicating them with DDP."""
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -108,6 +114,10 @@ class RuntimeConfig(Config):
             raise UserError(f"runtime.log_every must be at least 1, got {self.log_every}")
         if self.wandb and not self.wandb_project.strip():
             raise UserError("runtime.wandb_project must not be empty when runtime.wandb is on")
+        if not self.peak_flops >= 0:  # also nan
+            raise UserError(
+                f"runtime.peak_flops must be >= 0 (0: from the table), got {self.peak_flops}"
+            )
         if not self.checkpoint_every_s >= 0:  # also nan
             raise UserError(
                 f"runtime.checkpoint_every_s must be >= 0 seconds, got {self.checkpoint_every_s}"

@@ -4,13 +4,23 @@ Without ``torchrun`` (no ``WORLD_SIZE``) everything is single-process and these 
 are no-ops. Under ``torchrun --nproc_per_node=K`` each process trains on its own slice of
 every batch (the stateless sampler keys batches by rank) and DDP averages gradients:
 gloo on CPU, NCCL on GPUs.
+
+With ``runtime.fsdp`` the model is instead sharded with FSDP2 (``fully_shard``, per
+Transformer block, then the root; Zhao et al. 2023, "PyTorch FSDP"): each rank keeps
+1/world of the parameters, gradients and optimizer state. Checkpoints gather the full
+model and optimizer state (``torch.distributed.checkpoint.state_dict``, full_state_dict,
+cpu_offload) into rank 0, so they have the same files as DDP ones; the optimizer's is
+keyed by parameter name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
+import inspect
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +109,9 @@ def gather(info: DistInfo, obj: Any) -> list[Any]:
     return out
 
 
-def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    if not info.enabled:
+def wrap(model: torch.nn.Module, info: DistInfo, *, fsdp: bool = False) -> torch.nn.Module:
+    """DDP around ``model`` under torchrun; as it is alone, or when FSDP already sharded it."""
+    if not info.enabled or fsdp:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -110,3 +121,104 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 def no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager | None:
     return model.no_sync() if hasattr(model, "no_sync") else None
+
+
+# ====================================================================== FSDP2
+
+# An unsharded copy on the CPU of rank 0 of each sharded model: what checkpoints and the
+# final export are written from (the export functions want an ordinary module).
+_FULL_COPY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sharded_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules FSDP2 shards one by one: the decoder's blocks, BERT's layers."""
+    from scalelab.models.decoder import Block
+
+    return [m for m in model.modules() if isinstance(m, Block) or type(m).__name__ == "BertLayer"]
+
+
+def shard(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, info: DistInfo, evaluation: Any
+) -> torch.optim.Optimizer:
+    """Shard ``model`` in place with FSDP2 and return a new optimizer over the shards.
+
+    Called after resuming (the plain model and optimizer hold the checkpoint's state,
+    which carries over into the shards) and before ``torch.compile``. A single process
+    has nothing to shard: ``model`` and ``optimizer`` stay as they are. ``evaluation``
+    is the trainer's: keeping the best weights aside (fine-tuning) is not supported.
+    """
+    if getattr(evaluation, "restore_best", False):
+        from scalelab.errors import UserError
+
+        raise UserError("runtime.fsdp cannot keep the best weights (fine-tuning); use DDP")
+    if not info.enabled:
+        return optimizer
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.fsdp import fully_shard
+
+    full = StateDictOptions(full_state_dict=True)
+    saved = get_optimizer_state_dict(model, optimizer, options=full) if optimizer.state else None
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    if info.is_main:
+        _FULL_COPY[model] = copy.deepcopy(model).cpu()
+    for unit in _sharded_units(model):
+        fully_shard(unit)
+    fully_shard(model)
+    new = dict(model.named_parameters())
+    groups = [
+        {**{k: v for k, v in g.items() if k != "params"},
+         "params": [new[name_of[id(p)]] for p in g["params"]]}
+        for g in optimizer.param_groups
+    ]  # fmt: skip
+    accepted = inspect.signature(type(optimizer)).parameters  # defaults hold more keys
+    kwargs = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    sharded = type(optimizer)(groups, **kwargs)
+    if saved is not None:
+        set_optimizer_state_dict(model, sharded, saved, options=full)
+    return sharded
+
+
+class _SavedState:
+    """A gathered state dict in the place of the optimizer ``save_checkpoint`` writes."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+
+def full_state(model: torch.nn.Module, optimizer: Any) -> tuple[Any, Any]:
+    """``(model, optimizer)`` to write a checkpoint from (collective under FSDP).
+
+    Unsharded models come back as they are. For a model :func:`shard` sharded, every rank
+    must call this: rank 0 gets its full copy loaded with the current weights and the
+    full optimizer state (on the CPU), the other ranks ``(None, None)``.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return model, optimizer
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=opts)
+    optim = get_optimizer_state_dict(model, optimizer, options=opts)
+    copy_ = _FULL_COPY.get(model)
+    if copy_ is None:  # not rank 0
+        return None, None
+    copy_.load_state_dict(weights)
+    return copy_, _SavedState(optim)
+
+
+def full_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The unsharded copy of a model :func:`shard` sharded (rank 0), else ``model`` itself."""
+    return _FULL_COPY.get(model, model)

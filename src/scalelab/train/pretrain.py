@@ -163,6 +163,7 @@ def pretrain(
     micro, grad_accum = _micro_batches(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
+    _runtime_model_options(model, cfg.runtime)
     batches, val = _batches(cfg, ds, micro)
     special = {f"{k}_token_id": v for k, v in ds.special_ids.items() if k in ("bos", "eos", "pad")}
     eval_every = (
@@ -198,7 +199,8 @@ def pretrain(
     is_main = ddp.setup(cfg.runtime.device).is_main
     ddp.teardown()
     if summary["status"] == "completed" and is_main and not (run_dir / "model").is_dir():
-        _save_final_model(model, run_dir / "model", ds, special)
+        # Under FSDP the trained model is sharded; rank 0 kept a full copy of it.
+        _save_final_model(ddp.full_model(model), run_dir / "model", ds, special)
     return summary
 
 
@@ -260,6 +262,7 @@ def _validation_loss(val: dict[str, list], precision: str) -> Any:
 
 def _static_summary(cfg: PretrainConfig, counts: Any, dataset_dir: Path, ds: Any) -> dict[str, Any]:
     """Facts of the run merged into summary.json."""
+    from scalelab.train.mfu import model_flops_per_token
     from scalelab.utils.env import versions
 
     return {
@@ -274,8 +277,20 @@ def _static_summary(cfg: PretrainConfig, counts: Any, dataset_dir: Path, ds: Any
         "dataset": str(dataset_dir),
         "dataset_hash": ds.manifest.get("content_hash"),
         "config_hash": cfg.hash(exclude=_RUNTIME_KEYS),
+        # The trainer turns this into the MFU (scalelab.train.mfu: PaLM's 6N + 12LHQT).
+        "mfu_flops_per_token": model_flops_per_token(cfg.model, cfg.seq_len),
         "versions": versions(),
     }
+
+
+def _runtime_model_options(model: Any, runtime: RuntimeConfig) -> None:
+    """Apply the runtime options that live on the model: activation checkpointing."""
+    if not runtime.activation_checkpointing:
+        return
+    if hasattr(model, "activation_checkpointing"):  # scalelab's decoder
+        model.activation_checkpointing = True
+    else:  # BERT: a Hugging Face model
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _save_final_model(model: Any, final_dir: Path, ds: Any, special: dict[str, int]) -> None:

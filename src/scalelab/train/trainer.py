@@ -49,6 +49,7 @@ from scalelab.train.checkpoint import (
 from scalelab.train.config import OptimConfig, RuntimeConfig
 from scalelab.train.lock import run_lock
 from scalelab.train.metrics_log import MetricsLog, read_summary, write_summary
+from scalelab.train.mfu import mfu_facts
 from scalelab.train.schedule import lr_multiplier
 from scalelab.train.step import make_optimizer, train_step
 from scalelab.train.stop import StopFlag
@@ -225,6 +226,7 @@ class Trainer:
         self._pbar: Any = None
         self._last_ckpt_time = self._window_t0 = time.monotonic()
         self._window_tokens = 0
+        self._timed = (0, 0.0)  # tokens and seconds inside this session's steps (the MFU's)
 
     # ------------------------------------------------------------------ the whole run
     def fit(self) -> dict[str, Any]:
@@ -274,10 +276,12 @@ class Trainer:
     def _wrap_model(self) -> None:
         """Compile and DDP-wrap the model for training; the fp16 loss scaler."""
         rt = self.job.runtime
+        if rt.fsdp:  # shards self.model in place (after resume, before compile)
+            self.optimizer = ddp.shard(self.model, self.optimizer, self.info, self.job.evaluation)
         train_model: nn.Module = self.model
         if rt.compile:
             train_model = (self.job.io.compile_fn or torch.compile)(train_model)
-        self.train_model = ddp.wrap(train_model, self.info)
+        self.train_model = ddp.wrap(train_model, self.info, fsdp=rt.fsdp)
         self.scaler = torch.amp.GradScaler("cuda") if rt.precision == "fp16" else None
 
     def _train(self, *, fresh: bool) -> tuple[str, str | None]:
@@ -416,7 +420,8 @@ class Trainer:
             job.on_step_end(step)
         state.step = step + 1
         state.tokens += tokens
-        state.elapsed_s += time.monotonic() - t0
+        state.elapsed_s += (dt := time.monotonic() - t0)
+        self._timed = (self._timed[0] + tokens, self._timed[1] + dt)
         return StepResult(losses=losses, grad_norm=grad_norm, lr=lr, tokens=tokens)
 
     def _reduce(
@@ -488,7 +493,7 @@ class Trainer:
         if ev.fn is None:
             return None
         metrics = None
-        if info.is_main:
+        if info.is_main or self.job.runtime.fsdp:  # a sharded forward needs every rank
             self.model.eval()
             with torch.no_grad():
                 metrics = ev.fn(self.model)
@@ -515,19 +520,20 @@ class Trainer:
         Under DDP it first checks that every rank holds bit-identical weights.
         """
         info = self.info
-        if info.enabled:
+        if info.enabled and not self.job.runtime.fsdp:  # FSDP ranks hold different shards
             sums = ddp.gather(info, _weights_digest(self.model))
             if len(set(sums)) != 1:
                 raise TrainingFailed(f"data-parallel ranks diverged at step {self.state.step}")
             self._facts["rank_checksums_equal"] = True
         rngs = ddp.gather(info, rng_state())
+        model, optimizer = ddp.full_state(self.model, self.optimizer)  # collective
         path = None
         if info.is_main:
             path = save_checkpoint(
                 self.run_dir,
                 step=self.state.step,
-                model=self.model,
-                optimizer=self.optimizer,
+                model=model,
+                optimizer=optimizer,
                 trainer_state=self.state.to_dict(),
                 rng_states=rngs,
                 export=self.job.io.export,
@@ -562,6 +568,7 @@ class Trainer:
         if job.examples_per_step is not None:
             out["examples"] = state.step * job.examples_per_step
         out.update(self._facts)
+        out.update(mfu_facts(out, *self._timed, job.runtime.peak_flops))
         out.update(extra)
         return out
 
@@ -581,15 +588,5 @@ class Trainer:
         )
 
 
-__all__ = [
-    "BatchSource",
-    "Evaluation",
-    "ModelIO",
-    "OptimConfig",
-    "RuntimeConfig",
-    "StepResult",
-    "TrainJob",
-    "TrainState",
-    "Trainer",
-    "count_tokens",
-]
+__all__ = ["BatchSource", "Evaluation", "ModelIO", "OptimConfig", "RuntimeConfig", "StepResult",
+           "TrainJob", "TrainState", "Trainer", "count_tokens"]  # fmt: skip
