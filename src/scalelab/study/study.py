@@ -49,7 +49,7 @@ RESULT_COLUMNS = [
     "rung", "role", "status", "in_fit", "budget_flops", "budget_convention", "N_non_embedding",
     "N_total", "N_embedding", "D", "C_6n_kaplan", "C_6n_total", "C_chinchilla", "final_val_loss",
     "best_val_loss", "n_layer", "d_model", "n_head", "d_ff", "lr", "batch_tokens", "seq_len",
-    "wall_time_s", "tokens_per_s", "step", "total_steps",
+    "wall_time_s", "tokens_per_s", "mfu", "step", "total_steps",
 ]  # fmt: skip
 # Columns of curves.csv (per-source losses follow as val_loss/<source>) and downstream.csv.
 CURVE_COLUMNS = ["rung", "step", "tokens", "val_loss"]
@@ -97,6 +97,7 @@ DATA_DICTIONARY: dict[str, tuple[Column, ...]] = {
         Column("seq_len", "tokens", "training sequence length"),
         Column("wall_time_s", "s", "training wall-clock time"),
         Column("tokens_per_s", "tokens/s", "training throughput"),
+        Column("mfu", "fraction (0-1)", "model FLOPs utilisation: 6N + 12·L·H·Q·T FLOPs per token (PaLM, Chowdhery et al. 2022, App. B) times tokens/s over the device's dense bf16 peak (`summary.json`: `peak_flops`, its source); empty without a known peak (CPU: `--runtime.peak-flops`)"),
         Column("step", "steps", "optimizer steps done"),
         Column("total_steps", "steps", "optimizer steps planned"),
         _SOURCE_LOSS,
@@ -298,6 +299,7 @@ class Study:
                 "seq_len": self.plan.base.seq_len,
                 "wall_time_s": s.get("wall_time_s"),
                 "tokens_per_s": s.get("tokens_per_s"),
+                "mfu": s.get("mfu") if status == "completed" else None,
                 "step": s.get("step", 0),
                 "total_steps": s.get("total_steps", math.ceil(rung.tokens / rung.batch_tokens)),
                 "curve": json.dumps(_curve(evals[rung.id])),

@@ -279,6 +279,7 @@ def _plan_section(rep: Report, study: Study, rows: list[dict[str, Any]], conv: s
                 "final loss": r["final_val_loss"],
                 "time (s)": r["wall_time_s"],
                 "tok/s": r["tokens_per_s"],
+                **({"MFU": r.get("mfu")} if any(x.get("mfu") for x in rows) else {}),
             }
             for r in rung_order(rows)
         ],
