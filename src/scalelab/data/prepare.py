@@ -123,6 +123,8 @@ def prepare_dataset(
     sources = resolve_sources(
         cfg.sources, weights=cfg.weights, text_field=cfg.text_field, errors=cfg.errors
     )
+    for source in sources:  # fail on a bad first record before creating anything
+        source.peek()
     ident = identity(cfg, sources)
     target = (
         Path(out)

@@ -120,6 +120,11 @@ class Source(ABC):
     def texts(self) -> Iterator[tuple[str, str]]:
         """Yield ``(id, text)`` for each raw text, before it is cut into documents."""
 
+    def peek(self) -> None:
+        """Read this source's first text: a wrong format, field or encoding at the start of
+        a file fails here, before anything is written. Built-in sources need no check."""
+        return None
+
     def documents(
         self, *, doc_chars: int = 4000, max_chars: int | None = None
     ) -> Iterator[Document]:
@@ -229,6 +234,14 @@ class FileSource(Source):
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return path.name
+
+    def peek(self) -> None:
+        texts = self.texts()
+        try:
+            next(texts, None)
+        finally:
+            texts.close()
+        self.undecodable = 0  # counted again by the real pass
 
     def fingerprint(self) -> dict[str, Any]:
         files = []

@@ -19,6 +19,7 @@ import math
 import os
 import secrets
 import string
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -135,9 +136,9 @@ class MetricsLog:
             except ImportError:  # a broken tensorboard install: JSONL (and W&B) only
                 self._want_tb = False
                 return None
-            self._tb = SummaryWriter(
-                log_dir=str(self.run_dir / "tensorboard"), purge_step=self._purge_step
-            )
+            log_dir = self.run_dir / "tensorboard"
+            _after_existing_event_files(log_dir)
+            self._tb = SummaryWriter(log_dir=str(log_dir), purge_step=self._purge_step)
             self._purge_step = None  # purged once, by the session's first event file
         return self._tb
 
@@ -350,3 +351,19 @@ def _last_step(fh: BinaryIO, window: int) -> int | None:
         if start == 0:
             return None
         window *= 4
+
+
+def _after_existing_event_files(log_dir: Path) -> None:
+    """Wait (under a second) until a new event file sorts after the existing ones.
+
+    TensorBoard reads a directory's event files in name order, and the name starts with
+    the creation time in whole seconds, then host and pid: a session resumed within the
+    second its killed predecessor started could sort first and have its purge undone."""
+    stamps = []
+    for f in log_dir.glob("events.out.tfevents.*"):
+        with contextlib.suppress(IndexError, ValueError):
+            stamps.append(int(f.name.split(".")[3]))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if 0 < wait <= 2:
+            time.sleep(wait)
