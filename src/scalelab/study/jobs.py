@@ -70,6 +70,20 @@ def cpu_only(device: str) -> bool:
         return True
 
 
+def gpu_ids() -> list[str]:
+    """The GPUs a job may be given: ``CUDA_VISIBLE_DEVICES``' entries when it is set, else
+    ``0 .. device_count - 1`` (none without CUDA)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover
+        return []
+
+
 def child_env(threads: int) -> dict[str, str]:
     """Environment of a job's subprocess: its thread count, passive OpenMP waiting (torch's
     spinning threads ran 25x slower on a loaded 2-core machine), stop with the parent."""
@@ -262,8 +276,12 @@ def run_jobs(
     threads: int,
     on_tick: Callable[[], None] = lambda: None,
     in_process: bool = False,
+    devices: list[str] | None = None,
 ) -> None:
     """Run ``jobs`` in order, ``workers`` at a time, each a subprocess with ``threads`` threads.
+
+    ``devices`` (GPU ids): worker k's jobs see only GPU ``devices[k % len(devices)]``
+    (``CUDA_VISIBLE_DEVICES``), so workers beyond the GPUs share them evenly.
 
     Ctrl-C (or SIGTERM turned into KeyboardInterrupt) asks every running job to checkpoint
     and stop (SIGTERM), waits for them, and re-raises. ``in_process`` runs them one after
@@ -273,7 +291,9 @@ def run_jobs(
         _run_in_process(jobs)
         return
     pool = _Pool(jobs, threads)
-    threads_ = [threading.Thread(target=pool.work, daemon=True) for _ in range(max(1, workers))]
+    n = max(1, workers)
+    slots = [devices[k % len(devices)] if devices else None for k in range(n)]
+    threads_ = [threading.Thread(target=pool.work, args=(d,), daemon=True) for d in slots]
     for t in threads_:
         t.start()
     try:
@@ -295,7 +315,10 @@ class _Pool:
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = threading.Event()
 
-    def work(self) -> None:
+    def work(self, device: str | None = None) -> None:
+        env = child_env(self.threads)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
         while not self.stopping.is_set():
             with self.lock:
                 if not self.queue:
@@ -307,7 +330,7 @@ class _Pool:
                     job.cmd,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=child_env(self.threads),
+                    env=env,
                     start_new_session=True,  # our Ctrl-C is forwarded explicitly, once
                 )
                 with self.lock:

@@ -54,7 +54,9 @@ class RunConfig(Config):
     executor: Literal["local", "torchrun", "ray", "slurm"] = "local"
     """local (subprocesses here), torchrun (each rung data-parallel), ray (a Ray cluster) or slurm (a Slurm job array)."""
     workers: int = 0
-    """Rungs trained at the same time (0: 2 on a CPU machine with >= 2 cores, else 1)."""
+    """Rungs trained at the same time (0: 2 on a CPU machine with >= 2 cores; on GPUs, the GPUs times workers_per_gpu)."""
+    workers_per_gpu: int = 1
+    """local on GPUs: rungs sharing each GPU at once (small rungs leave a GPU mostly idle); worker k uses GPU k mod the GPUs."""
     threads: int = 0
     """torch threads per rung (0: the cores divided by workers; slurm: the job's CPUs per process)."""
     nproc_per_node: int = 1
@@ -77,15 +79,19 @@ class RunConfig(Config):
     def validate(self) -> None:
         if self.workers < 0 or self.threads < 0 or self.nproc_per_node < 1:
             raise UserError("workers and threads must be >= 0, nproc_per_node >= 1")
+        if self.workers_per_gpu < 1:
+            raise UserError("workers_per_gpu must be >= 1")
 
 
 def resolve_parallelism(cfg: RunConfig, study: Study) -> tuple[int, int]:
-    """``(workers, threads)`` for the study's rungs (see :func:`jobs.resolve_parallelism`)."""
+    """``(workers, threads)`` for the study's rungs (see :func:`jobs.resolve_parallelism`);
+    the local executor on GPUs runs ``workers_per_gpu`` rungs on each GPU by default."""
+    cpu = jobs.cpu_only(study.plan.base.runtime.device)
+    workers = cfg.workers
+    if not workers and not cpu and cfg.executor == "local":
+        workers = len(jobs.gpu_ids()) * cfg.workers_per_gpu
     return jobs.resolve_parallelism(
-        cfg.workers,
-        cfg.threads,
-        cpu=jobs.cpu_only(study.plan.base.runtime.device),
-        single=cfg.executor == "torchrun",
+        workers, cfg.threads, cpu=cpu, single=cfg.executor == "torchrun"
     )
 
 
@@ -291,12 +297,14 @@ def _run_local(
         )
         for r in todo
     ]
+    gpus = [] if jobs.cpu_only(study.plan.base.runtime.device) else jobs.gpu_ids()
     run_jobs(
         todo_jobs,
         workers=workers,
         threads=threads,
         on_tick=progress.update,
         in_process=cfg.in_process,
+        devices=gpus if cfg.executor == "local" and len(gpus) > 0 else None,
     )
 
 
