@@ -416,3 +416,24 @@ def test_binary_task_file_is_called_binary(tmp_path):
     _write_parquet(tmp_path / "p.conll", _cls_table())
     task = load_task(str(tmp_path / "p.conll"), text_field="sentence")  # magic bytes win
     assert task.kind == "classification"
+
+
+def test_peek_checks_the_head_of_a_text_file_without_splitting_a_character(tmp_path):
+    from scalelab.data.sources import PEEK_BYTES
+
+    good = tmp_path / "good.txt"
+    good.write_text("é" * PEEK_BYTES, encoding="utf-8")  # the cut falls inside a character
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ab\xff" + b"x" * 10)
+    late = tmp_path / "late.txt"
+    late.write_bytes(b"x" * (PEEK_BYTES + 10) + b"\xff")  # beyond the head: the full read
+    for path, fails in ((good, False), (bad, True), (late, False)):
+        (source,) = resolve_sources([str(path)], errors="strict")
+        if fails:
+            with pytest.raises(UserError, match="undecodable bytes at byte offset 2"):
+                source.peek()
+        else:
+            source.peek()
+    (source,) = resolve_sources([str(late)], errors="strict")
+    with pytest.raises(UserError, match="undecodable"):
+        list(source.texts())

@@ -16,8 +16,14 @@ from scalelab.study.run import RunConfig, resolve_parallelism
 from scalelab.study.study import Study
 
 
-def test_workers_share_the_gpus_evenly(tmp_path):
-    script = "import os, time; print(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(1.0)"
+def test_workers_share_the_gpus_evenly():
+    assert jobs.worker_devices(6, ["0", "1"]) == ["0", "1"] * 3  # three rungs per GPU
+    assert jobs.worker_devices(2, ["3", "5", "7"]) == ["3", "5"]
+    assert jobs.worker_devices(3, None) == [None] * 3
+
+
+def test_each_job_sees_only_its_workers_gpu(tmp_path):
+    script = "import os, time; print(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(0.5)"
     done: list[int] = []
     todo = [
         Job(f"j{i}", [sys.executable, "-c", script], tmp_path / f"j{i}.log", done.append)
@@ -26,7 +32,7 @@ def test_workers_share_the_gpus_evenly(tmp_path):
     run_jobs(todo, workers=6, threads=1, devices=["0", "1"])
     assert done == [0] * 6
     seen = Counter((tmp_path / f"j{i}.log").read_text().strip() for i in range(6))
-    assert seen == {"0": 3, "1": 3}  # three rungs at once on each of two GPUs
+    assert set(seen) == {"0", "1"} and sum(seen.values()) == 6  # one GPU each, both used
 
 
 def test_workers_default_to_gpus_times_workers_per_gpu(tmp_path, monkeypatch):

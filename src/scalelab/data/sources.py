@@ -202,6 +202,10 @@ def _cut(text: str, start: int, limit: int) -> int:
 # ====================================================================== user sources
 
 
+# How much of a text file (or JSON array) :meth:`FileSource.peek` checks before a build.
+PEEK_BYTES = 1 << 16
+
+
 class FileSource(Source):
     """A user's files (one file, a glob or a directory), each read by its format.
 
@@ -236,12 +240,30 @@ class FileSource(Source):
             return path.name
 
     def peek(self) -> None:
-        texts = self.texts()
-        try:
-            next(texts, None)
-        finally:
-            texts.close()
-        self.undecodable = 0  # counted again by the real pass
+        """Streamed formats (tables, JSON lines) read their first record; files read whole
+        (text, JSON arrays) only their first 64 KiB, so no file is read twice."""
+        if not self.files:
+            return
+        first = self.files[0]
+        fmt = readers.sniff(first)
+        if fmt.is_table or fmt.kind == "jsonl":
+            texts = self.texts()
+            try:
+                next(texts, None)
+            finally:
+                texts.close()
+            self.undecodable = 0  # counted again by the real pass
+            return
+        with readers.open_binary(first, fmt.compression) as fh:
+            head = fh.read(PEEK_BYTES + 1)
+        if self.errors != "allow" and (what := readers.binary_kind(head)) is not None:
+            raise readers.refuse_binary(first, what)
+        if len(head) > PEEK_BYTES:  # cut where no UTF-8 sequence is split
+            head = head[:PEEK_BYTES]
+            while head and (head[-1] & 0xC0) == 0x80:
+                head = head[:-1]
+            head = head[:-1] if head and head[-1] >= 0xC0 else head
+        readers.decode_bytes(head, where=str(first), errors=self.errors)
 
     def fingerprint(self) -> dict[str, Any]:
         files = []

@@ -96,11 +96,27 @@ def read_conll(
     )
     if not sentences:
         raise UserError(f"{path}: no sentences found (is it a column file with blank-line breaks?)")
+    return _conll_file(path, sentences, wanted, n_documents=n_documents, n_columns=n_columns)
+
+
+def _conll_file(
+    path: Path,
+    sentences: list[_Sentence],
+    wanted: str,
+    *,
+    n_documents: int,
+    n_columns: int,
+    rows: bool = False,
+) -> ConllFile:
+    """The examples of ``sentences`` in the scheme ``wanted`` (``auto``: detected), with
+    what was detected and repaired (column files and token-classification tables alike)."""
     if wanted == "auto":
         used, reason = detect_scheme(tags for _w, tags, _l in sentences)
     else:
         used, reason = wanted, "given"
-    examples, n_repaired = _to_examples(path, sentences, used, scheme_given=wanted != "auto")
+    examples, n_repaired = _to_examples(
+        path, sentences, used, scheme_given=wanted != "auto", rows=rows
+    )
     return ConllFile(
         path=str(path),
         examples=tuple(examples),
@@ -229,22 +245,7 @@ def read_table_ner(
         sentences += _table_sentences(file, token_field, tag_field)
     if not sentences:
         raise UserError(f"{path}: no sentences found (every row is empty)")
-    if wanted == "auto":
-        used, reason = detect_scheme(tags for _w, tags, _l in sentences)
-    else:
-        used, reason = wanted, "given"
-    examples, n_repaired = _to_examples(
-        path, sentences, used, scheme_given=wanted != "auto", rows=True
-    )
-    return ConllFile(
-        path=str(path),
-        examples=tuple(examples),
-        scheme=used,
-        scheme_reason=reason,
-        n_repaired=n_repaired,
-        n_documents=0,
-        n_columns=2,
-    )
+    return _conll_file(path, sentences, wanted, n_documents=0, n_columns=2, rows=True)
 
 
 def _table_sentences(file: Path, token_field: str, tag_field: str) -> list[_Sentence]:

@@ -291,8 +291,7 @@ def run_jobs(
         _run_in_process(jobs)
         return
     pool = _Pool(jobs, threads)
-    n = max(1, workers)
-    slots = [devices[k % len(devices)] if devices else None for k in range(n)]
+    slots = worker_devices(workers, devices)
     threads_ = [threading.Thread(target=pool.work, args=(d,), daemon=True) for d in slots]
     for t in threads_:
         t.start()
@@ -303,6 +302,13 @@ def run_jobs(
     except KeyboardInterrupt:
         pool.stop()
         raise
+
+
+def worker_devices(workers: int, devices: list[str] | None) -> list[str | None]:
+    """The GPU each of ``workers`` workers gives its jobs: worker k gets ``devices[k %
+    len(devices)]``, so K workers per GPU share them evenly (None: no GPU pinning)."""
+    n = max(1, workers)
+    return [devices[k % len(devices)] if devices else None for k in range(n)]
 
 
 class _Pool:
