@@ -67,8 +67,12 @@ def test_chinchilla_gradient_matches_finite_differences(weighted, delta):
         (PowerLawForm("N"), [[5.0, 0.5, 0.3], [2.0, -1.0, 0.1]]),
         (PowerLawForm("N", offset=False), [[5.0, 0.3]]),
         (
-            CustomForm("E + A / (N - N**2/D)**alpha + B / D**beta", {"E": (0.5, 3), "A": (1, 1e4), "alpha": (0.1, 1), "B": (1, 1e4), "beta": (0.1, 1)}),
+            CustomForm("E + A / (N - N**2/D)**alpha + B / D**beta", {"E": (0.5, 3), "A": (1, 1e4), "alpha": (0.1, 1), "B": (1, 1e4), "beta": (0.1, 1)}, log_params=()),
             [[1.8, 400.0, 0.34, 2000.0, 0.37], [1.0, 100.0, 0.2, 500.0, 0.5]],
+        ),
+        (  # amplitudes in log space (the default since 0.3): theta = log E, log A, alpha, ...
+            CustomForm("E + A / (N - N**2/D)**alpha + B / D**beta", {"E": (0.5, 3), "A": (1, 1e4), "alpha": (0.1, 1), "B": (1, 1e4), "beta": (0.1, 1)}),
+            [[0.59, 6.0, 0.34, 7.6, 0.37], [0.0, 4.6, 0.2, 6.2, 0.5]],
         ),
     ],
 )  # fmt: skip

@@ -46,6 +46,10 @@ class Expression:
     variables: tuple[str, ...]
     """The variables (of N, D, C) the expression uses."""
     _root: Node = dataclasses.field(repr=False, compare=False)
+    exponent_params: tuple[str, ...] = ()
+    """Parameters that occur in the exponent of a power (``N**alpha``, ``(N/k)**(-a)``)."""
+    offset_params: tuple[str, ...] = ()
+    """Parameters that are a bare term of the top-level sum (the ``E`` of ``E + A/N**a``)."""
 
     def value_and_grad(
         self, theta: np.ndarray, data: Mapping[str, np.ndarray]
@@ -102,7 +106,24 @@ def parse_expression(text: str, params: Sequence[str]) -> Expression:
     if not compiler.used_vars:
         raise UserError(f"law expression {text!r} uses none of the variables N, D, C")
     variables = tuple(v for v in VARIABLES if v in compiler.used_vars)
-    return Expression(text=text, params=params, variables=variables, _root=root)
+    return Expression(
+        text=text,
+        params=params,
+        variables=variables,
+        _root=root,
+        exponent_params=tuple(p for p in params if p in compiler.exponent_params),
+        offset_params=tuple(p for p in params if p in _sum_terms(tree.body, params)),
+    )
+
+
+def _sum_terms(node: ast.AST, params: Sequence[str]) -> set[str]:
+    """The parameters that stand alone as a term of the top-level sum ``t1 + t2 - t3``."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+        right = _sum_terms(node.right, params) if isinstance(node.op, ast.Add) else set()
+        return _sum_terms(node.left, params) | right
+    if isinstance(node, ast.Name) and node.id in params:
+        return {node.id}
+    return set()
 
 
 def parse_param_bounds(items: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -152,6 +173,8 @@ class _Compiler:
         self.params = {p: i for i, p in enumerate(params)}
         self.used_params: set[str] = set()
         self.used_vars: set[str] = set()
+        self.exponent_params: set[str] = set()
+        self._in_exponent = 0  # > 0 while compiling the exponent of a power
         self.n_nodes = 0
 
     def _fail(self, node: ast.AST, message: str) -> UserError:
@@ -187,7 +210,10 @@ class _Compiler:
             if op is None:
                 raise self._fail(node, f"operator {type(node.op).__name__} is not allowed")
             left = self.compile(node.left, depth + 1)
+            is_pow = isinstance(node.op, ast.Pow)
+            self._in_exponent += is_pow
             right = self.compile(node.right, depth + 1)
+            self._in_exponent -= is_pow
             return lambda th, data: op(left(th, data), right(th, data))
         if isinstance(node, ast.Call):
             return self._call(node, depth)
@@ -200,6 +226,8 @@ class _Compiler:
             return lambda th, data: (data[name], {})
         if name in self.params:
             self.used_params.add(name)
+            if self._in_exponent:
+                self.exponent_params.add(name)
             j = self.params[name]
 
             def param(th, data, j=j):

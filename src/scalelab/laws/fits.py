@@ -5,8 +5,9 @@ Kaplan, offset power law, user expressions): Huber loss on log-residuals, every 
 grid minimised together by the batched L-BFGS of :mod:`.optim`, the lowest few distinct
 basins polished by scipy's L-BFGS-B at tight tolerances, and diagnostics that say how far
 to trust the answer (best objective, how many starts reached it, the gradient there, the
-parameter correlations). A fit that did not converge carries ``converged=False`` in its
-diagnostics, says so in its summary, and raises a :class:`FitWarning`.
+parameter correlations). A fit that did not converge carries ``converged=False``; one
+that converged to a suspect optimum (see :meth:`.LawForm.trust_notes`) keeps it but lists
+``cautions`` and its summary says "converged, but: ..."; each raises a :class:`FitWarning`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from scalelab.laws import results as law_results
 from scalelab.laws.forms import (
     PARAMETRIC_FORMS,
     LawForm,
+    distinct_count,
     make_form,
     saved_law_problem,
 )
@@ -73,6 +75,15 @@ class Diagnostics(Result):
     """The best few distinct optima found (theta), best first; bootstrap starts from them."""
     warnings: tuple[str, ...] = ()
     seconds: float = math.nan
+    cautions: tuple[str, ...] = ()
+    """Short names of the reasons (each explained in ``warnings``) not to trust an optimum
+    the optimiser calls converged: ``did not move``, ``at a bound``, ``E ~ 0``,
+    ``exponent < 0.05``, ``no spread``, ``one start``, ``units``; empty for a healthy fit."""
+
+    @property
+    def healthy(self) -> bool:
+        """Converged, with no caution: the fit can be taken at face value."""
+        return self.converged and not self.cautions
 
 
 @register(*(f for f in PARAMETRIC_FORMS if f != "chinchilla"))
@@ -250,8 +261,11 @@ class LawFit(Result):
             f"  objective {self.objective:.6g} (Huber delta {self.delta:g}, summed), "
             f"rmse(log) {self.rmse_log:.4g}, AIC {self.aic:.2f}, BIC {self.bic:.2f}"
         )
+        status = law_results.optimiser_status(d.converged, d.message)
+        if d.converged and d.cautions:  # the optimiser stopped, but the optimum is suspect
+            status += f", but: {', '.join(d.cautions)} (see the warnings)"
         lines.append(
-            f"  optimiser: {law_results.optimiser_status(d.converged, d.message)}; "
+            f"  optimiser: {status}; "
             f"{d.n_best_basin}/{d.n_starts} starts reached the best basin; "
             f"{d.n_basins} distinct optima; max|grad| {d.grad_max:.2g}; {d.seconds:.2f} s"
         )
@@ -339,6 +353,11 @@ def select_points(
     table, dropped = table.drop_highest(drop_highest)
     table.require_points(form.n_params, f"the {form.name} law")
     table.require_distinct(form.variables, form.n_params, f"the {form.name} law")
+    if distinct_count(table.loss) < 2:
+        raise UserError(
+            f"{table.source}: all {len(table)} losses are equal ({table.loss[0]:.6g}); "
+            f"the {form.name} law cannot be fitted to losses that do not vary"
+        )
     w = table.weights if weights is None else np.asarray(weights, dtype=np.float64)
     if w is not None:
         if w.shape != (len(table),):
@@ -349,6 +368,18 @@ def select_points(
     return table, dropped, w
 
 
+def _one_blas_thread(fn: Callable[..., LawFit]) -> Callable[..., LawFit]:
+    """Run ``fn`` with BLAS on one thread (threaded BLAS made the fits ~30x slower)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> LawFit:
+        with single_threaded_blas():
+            return fn(*args, **kwargs)
+
+    return run
+
+
+@_one_blas_thread
 def fit_form(
     form: LawForm,
     table: RunTable,
@@ -363,38 +394,8 @@ def fit_form(
     polish_top: int = 3,
     result_cls: type[LawFit] = LawFit,
 ) -> LawFit:
-    """Fit ``form`` to ``table`` from every start of its grid (or ``starts``)."""
-    with single_threaded_blas():
-        return _fit_form(
-            form,
-            table,
-            delta=delta,
-            drop_highest=drop_highest,
-            weights=weights,
-            starts=starts,
-            basin_rtol=basin_rtol,
-            grad_tol=grad_tol,
-            max_iter=max_iter,
-            polish_top=polish_top,
-            result_cls=result_cls,
-        )
-
-
-def _fit_form(
-    form: LawForm,
-    table: RunTable,
-    *,
-    delta: float = 1e-3,
-    drop_highest: int = 0,
-    weights: Any = None,
-    starts: np.ndarray | None = None,
-    basin_rtol: float = 1e-5,
-    grad_tol: float = 1e-6,
-    max_iter: int = 500,
-    polish_top: int = 3,
-    result_cls: type[LawFit] = LawFit,
-) -> LawFit:
-    """:func:`fit_form` itself: the multi-start search, its diagnostics and the result."""
+    """Fit ``form`` to ``table`` from every start of its grid (or ``starts``): the
+    multi-start search, its diagnostics and the result."""
     if not (delta > 0):
         raise UserError(f"Huber delta must be positive, got {delta}")
     t0 = time.perf_counter()
@@ -421,11 +422,11 @@ def _fit_form(
     lp, jac = form.log_pred(theta[None, :], data)
     resid = lp[0] - log_y
     diag = _diagnostics(
-        form, batch, optima, best, jac[0], w, rtol=basin_rtol, atol=atol, grad_tol=grad_tol, t0=t0
-    )
+        form, batch, optima, best, jac[0], w, rtol=basin_rtol, atol=atol, grad_tol=grad_tol,
+        t0=t0, starts=x0, log_y=log_y,
+    )  # fmt: skip
     n, k = len(table), form.n_params
-    rss = float(np.sum(resid**2)) if w is None else float(np.sum(w * resid**2))
-    rss = max(rss, 1e-300)
+    rss = max(float(np.sum(resid**2 if w is None else w * resid**2)), 1e-300)
     fit = result_cls(
         form=form.name,
         params=form.to_public(theta),
@@ -452,7 +453,9 @@ def _fit_form(
     )
     units = law_results.units_warning(fit, table)
     if units is not None:
-        diag = dataclasses.replace(diag, warnings=diag.warnings + (units,))
+        diag = dataclasses.replace(
+            diag, warnings=diag.warnings + (units,), cautions=diag.cautions + ("units",)
+        )
         fit = dataclasses.replace(fit, diagnostics=diag)
     for note in diag.warnings:
         warnings.warn(f"{form.name} fit: {note}", FitWarning, stacklevel=3)
@@ -487,8 +490,11 @@ def _diagnostics(
     atol: float,
     grad_tol: float,
     t0: float,
+    starts: np.ndarray | None = None,
+    log_y: np.ndarray | None = None,
 ) -> Diagnostics:
-    """How the search went, with a warning for each reason to distrust the optimum ``best``."""
+    """How the search went, with a warning for each reason to distrust the optimum ``best``
+    (``starts``: the start grid; ``log_y``: the fitted log-losses; both enable more checks)."""
     theta, f_best, grad, _, message, nit = best
     lo, hi = form.bounds()
     n_starts = int(batch.x.shape[0])
@@ -498,19 +504,15 @@ def _diagnostics(
     # A stationary point is what we asked for: judge by the gradient, not scipy's message
     # (its line search reports ABNORMAL when it is already at float precision).
     converged = bool(np.isfinite(f_best) and grad_max <= grad_tol * max(1.0, abs(f_best)))
-    notes = []
-    if not converged:
-        notes.append(law_results.not_converged_note(message, grad_max))
+    notes: list[tuple[str, str]] = []  # (caution, warning)
     if n_best <= 1 and n_starts > 1:
-        notes.append(f"only {n_best} of {n_starts} starts reached the best optimum")
-    if lo is not None and np.any(np.isclose(theta, lo) | np.isclose(theta, hi)):
-        at = [
-            n
-            for n, t, a, b in zip(form.theta_names, theta, lo, hi)
-            if np.isclose(t, a) or np.isclose(t, b)
-        ]
-        notes.append(f"parameters at a bound: {', '.join(at)}")
+        notes.append(("one start", f"only {n_best} of {n_starts} starts reached the best optimum"))
+    members = np.isfinite(batch.f) & (batch.f <= f_best * (1 + rtol) + atol)
+    ends = batch.x[members] if starts is not None else None
+    starts = starts[members] if starts is not None else None
+    notes += form.trust_notes(theta, starts=starts, ends=ends, log_y=log_y)
     corr, cond = _correlations(jac, w, form.theta_names)
+    first = [law_results.not_converged_note(message, grad_max)] if not converged else []
     return Diagnostics(
         converged=converged,
         message=message,
@@ -528,8 +530,9 @@ def _diagnostics(
         correlations=corr,
         condition=cond,
         local_optima=tuple(tuple(float(v) for v in x) for x, _ in optima[:5]),
-        warnings=tuple(notes),
+        warnings=tuple(first + [text for _, text in notes]),
         seconds=time.perf_counter() - t0,
+        cautions=tuple(dict.fromkeys(tag for tag, _ in notes)),
     )
 
 
@@ -564,9 +567,13 @@ def _correlations(
     """Correlation matrix from (J^T W J)^-1; J is the [P, p] Jacobian of log-predictions."""
     jw = jac if w is None else jac * w[:, None]
     h = jac.T @ jw  # [p, p]
-    cov = np.linalg.pinv(h)
+    # Scaled to a unit diagonal first (the same correlations, a far better conditioned
+    # inverse: unscaled, log A and alpha differ by ~20x in size and the pseudo-inverse of a
+    # near-singular matrix gave "correlations" of 1e140).
+    s = np.sqrt(np.clip(np.diag(h), 1e-300, None))
+    cov = np.linalg.pinv(h / np.outer(s, s), hermitian=True)
     sd = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
-    corr = cov / np.outer(sd, sd)
+    corr = np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
     try:
         cond = float(np.linalg.cond(corr))
     except np.linalg.LinAlgError:

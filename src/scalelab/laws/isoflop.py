@@ -5,7 +5,10 @@ compute budget; for each budget fit a parabola (optionally a cubic) of loss agai
 ``log N``; its minimum is that budget's loss-optimal model size, and ``D_opt = C/(k N_opt)``.
 A minimum outside the sampled sizes is extrapolation, so it is flagged and left out of the
 final fit; one at the edge of the samples is flagged. Then ``N_opt = k_N C^a`` and
-``D_opt = k_D C^b`` are fitted by least squares in log-log space.
+``D_opt = k_D C^b`` are fitted by least squares in log-log space. Without a budget column
+the runs are snapped to nominal budgets (:func:`budget_groups`). Each profile records how
+far its vertex sits from the centre of the sizes sampled (``vertex_offset``): the vertex
+is unbiased only for a centred grid on a symmetric profile (:data:`OFF_CENTRE`).
 
 **Approach 1 (training-curve envelope)**, Hoffmann et al. (2022, section 3.1): from the
 intermediate evaluations of several runs, take at each compute value on a log grid the
@@ -24,55 +27,26 @@ from typing import Any, ClassVar
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.laws.powerlaw import PowerFit, fit_loglog
 from scalelab.laws.results import Allocation, Result, register
 from scalelab.laws.table import RunTable
 
+LN10 = math.log(10.0)
+
+OFF_CENTRE = 0.5
+"""A used budget whose parabola vertex sits farther than this fraction of the sampled
+half-width from the centre of its sampled ``log N`` range is warned about (one next to the
+smallest or largest size already has its ``edge`` warning). Open-Athena
+(2026, arXiv:2603.22339, "Off-Center Sampling") show that the vertex of a parabola fitted to
+an IsoFLOP profile is exact only for a grid centred on the optimum of a symmetric profile
+(alpha = beta); an off-centre grid shifts it (a constant offset biases the intercept k_N, an
+offset that drifts with C also the exponent a), as does alpha != beta (intercept only); their
+off-centre example, a grid centred at 3x the optimum on a +-8x grid, is 0.53 of the
+half-width."""
+
 
 class IsoFLOPWarning(UserWarning):
-    """An IsoFLOP profile whose minimum is not bracketed by the data."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PowerFit(Result):
-    """``y = k x^exponent`` fitted by least squares on logs."""
-
-    kind: ClassVar[str] = "power_fit"
-    k: float
-    exponent: float
-    exponent_se: float
-    log_k_se: float
-    r2: float
-    n: int
-
-    def __call__(self, x: float | np.ndarray) -> np.ndarray:
-        return self.k * np.asarray(x, dtype=np.float64) ** self.exponent
-
-
-def fit_loglog(x: np.ndarray, y: np.ndarray) -> PowerFit:
-    """OLS of ``log y`` on ``log x`` with standard errors (nan with fewer than 3 points)."""
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    n = lx.size
-    if n < 2 or np.ptp(lx) == 0:
-        raise UserError("a power law across budgets needs at least 2 distinct budgets")
-    design = np.column_stack([np.ones(n), lx])
-    coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
-    resid = ly - design @ coef
-    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
-    if n > 2:
-        s2 = float(np.sum(resid**2)) / (n - 2)
-        cov = s2 * np.linalg.inv(design.T @ design)
-        se_k, se_e = float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))
-    else:
-        se_k = se_e = math.nan
-    return PowerFit(
-        k=float(np.exp(coef[0])),
-        exponent=float(coef[1]),
-        exponent_se=se_e,
-        log_k_se=se_k,
-        r2=r2,
-        n=n,
-    )
+    """An IsoFLOP profile whose minimum is not bracketed by the data, or sits off-centre."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +67,14 @@ class IsoFLOPProfile(Result):
     ``outside`` (minimum beyond the sampled sizes); ``no minimum``; ``too few points``."""
     used: bool
     """Whether this budget enters the power-law fits."""
+    vertex_offset: float = math.nan
+    """Where the minimum sits in the sampled sizes: ``(log N_opt - centre) / half-width`` of
+    the sampled ``log N`` range (0: centred; +-1: at the largest/smallest size)."""
+
+    @property
+    def offset_decades(self) -> float:
+        """The same offset in decades of N (``log10 N_opt`` minus the centre)."""
+        return self.vertex_offset * (self.log_n_range[1] - self.log_n_range[0]) / (2 * LN10)
 
 
 class _AllocationLaws:
@@ -173,7 +155,7 @@ class IsoFLOPFit(_AllocationLaws, Result):
     warnings: tuple[str, ...] = ()
     budget_column: str | None = None
     """The column that named the budgets (None: runs were grouped by C)."""
-    budget_rtol: float = 0.1
+    budget_rtol: float = 0.1  # what fits saved before the default became BUDGET_RTOL used
     bootstrap: Result | None = None
 
     def summary(self) -> str:
@@ -181,11 +163,20 @@ class IsoFLOPFit(_AllocationLaws, Result):
             f"IsoFLOP (Approach 2) fit, degree {self.degree}, {len(self.profiles)} budgets "
             f"({sum(p.used for p in self.profiles)} used), {self.source}"
         ]
+        if self.budget_column is None:
+            k = f"{self.flops_per_nd:g}" if self.flops_per_nd is not None else "k"
+            lines.append(
+                f"  budgets found by clustering C = {k}ND (neighbours within a factor "
+                f"{1 + self.budget_rtol:g}, each size once per budget; levels from sizes shared "
+                "across budgets); name the budget column (--budget) to use nominal budgets"
+            )
         for p in self.profiles:
+            off = f", vertex {p.vertex_offset:+.2f} off-centre" if p.used else ""
             lines.append(
                 f"  C={p.budget:.3g}: {p.n_points} runs, N_opt {p.n_opt:.4g}, D_opt {p.d_opt:.4g}, "
-                f"loss {p.loss_opt:.4g} [{p.status}{'' if p.used else ', not used'}]"
+                f"loss {p.loss_opt:.4g} [{p.status}{'' if p.used else ', not used'}{off}]"
             )
+        lines.extend(_sampling_line(self.profiles))
         lines.append(_law_line("N_opt", self.n_opt_law))
         lines.append(_law_line("D_opt", self.d_opt_law))
         for w in self.warnings:
@@ -193,18 +184,51 @@ class IsoFLOPFit(_AllocationLaws, Result):
         return "\n".join(lines)
 
 
+def _sampling_line(profiles: Sequence[IsoFLOPProfile]) -> list[str]:
+    """How far each used budget's vertex is from the centre of its sizes, and its drift."""
+    used = [p for p in profiles if p.used and math.isfinite(p.vertex_offset)]
+    if not used:
+        return []
+    dec = np.array([p.offset_decades for p in used])
+    drift = ""
+    if len(used) >= 3:
+        slope = np.polyfit(np.log10([p.budget for p in used]), dec, 1)[0]
+        drift = f", drifting {slope:+.2f} decades per decade of C"
+    return [
+        f"  sampling: the vertices lie {dec.min():+.2f} to {dec.max():+.2f} decades of N from "
+        f"the centres of their budgets' sizes{drift}; Approach 2's N_opt is unbiased only on "
+        "centred grids with alpha = beta (arXiv:2603.22339)"
+    ]
+
+
 def _law_line(name: str, law: PowerFit) -> str:
     se = f" +- {law.exponent_se:.3f}" if math.isfinite(law.exponent_se) else ""
     return f"  {name} = {law.k:.4g} * C^{law.exponent:.4f}{se}  (R^2 {law.r2:.4f}, {law.n} points)"
 
 
+BUDGET_RTOL = 0.2
+"""Default tolerance for finding budgets without a budget column: runs whose C = k N D lie
+within a factor 1.2 of their neighbour (in sorted order) can share a budget. A 6ND count
+differs from a sweep's nominal budget by a factor that depends on the model (embedding
+parameters counted or not, attention FLOPs: Kaplan et al. 2020, section 2.1; Hoffmann et
+al. 2022, Appendix F), so one budget's runs spread over tens of percent (on ml-scalefit's
+Chinchilla sweep neighbours sit up to 1.10x apart); 1.2 stays below the closest spacing of
+nominal budgets among the published sweeps (1.24x, the (Mis)fitting sweep)."""
+
+
 def budget_groups(
-    table: RunTable, budget: str | None = None, *, rtol: float = 0.1
+    table: RunTable, budget: str | None = None, *, rtol: float = BUDGET_RTOL
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels [P] int, budgets [G])``: from a budget column, or by clustering C values.
 
-    Without a column, runs whose C lie within a factor ``1 + rtol`` of their neighbour (in
-    sorted order) share a budget, valued at the geometric mean of their C.
+    Without a column, runs are snapped to nominal budgets by single-linkage clustering of
+    ``log C``: neighbours (in sorted order) closer than a factor ``1 + rtol`` are joined,
+    closest first, unless the join would put one model size twice into a budget at C values
+    more than ``1 + rtol`` apart (an IsoFLOP sweep trains each size once per budget,
+    Hoffmann et al. 2022, section 3.2; repeats at one budget have about the same C). Each
+    budget's level comes from the additive model ``log C = budget + size effect`` fitted to
+    the runs (see :func:`budget_levels`), so a 6ND count that is off the nominal budget by a
+    size-dependent factor gives budgets in the nominal ratios.
     """
     if budget is not None:
         if budget not in table.extra:
@@ -217,16 +241,85 @@ def budget_groups(
         budgets, labels = np.unique(vals, return_inverse=True)
         return labels, budgets.astype(np.float64)
     table.require("C", what="grouping runs by compute budget")
+    if not rtol > 0:
+        raise UserError(f"budget_rtol must be positive, got {rtol}")
     lc = np.log(table.C)
-    order = np.argsort(lc)
-    labels = np.empty(len(table), dtype=np.int64)
-    g = 0
-    for j, i in enumerate(order):
-        if j > 0 and lc[i] - lc[order[j - 1]] > math.log1p(rtol):
-            g += 1
-        labels[i] = g
-    budgets = np.array([math.exp(lc[labels == k].mean()) for k in range(g + 1)])
-    return labels, budgets
+    sizes = _size_ids(table.N) if table.N is not None else np.arange(len(table))
+    labels = _cluster_log_c(lc, sizes, math.log1p(rtol))
+    return labels, budget_levels(lc, sizes, labels)
+
+
+def _size_ids(n: np.ndarray) -> np.ndarray:
+    """An integer per run, equal for equal model sizes (to ~1e-6 relative)."""
+    return np.unique(np.round(np.log(n), 6), return_inverse=True)[1]
+
+
+def _cluster_log_c(lc: np.ndarray, sizes: np.ndarray, tol: float) -> np.ndarray:
+    """Budget labels (0, 1, ... in increasing C) by the rule of :func:`budget_groups`."""
+    order = np.argsort(lc, kind="stable")
+    x = lc[order]
+    parent = list(range(x.size))  # union-find over sorted positions
+    spans = [{int(sizes[i]): (x[j], x[j])} for j, i in enumerate(order)]  # size -> lc range
+
+    def root(j: int) -> int:
+        while parent[j] != j:
+            parent[j] = parent[parent[j]]
+            j = parent[j]
+        return j
+
+    gaps = np.diff(x)
+    for j in np.argsort(gaps, kind="stable"):
+        if gaps[j] > tol:
+            break
+        a, b = root(int(j)), root(int(j) + 1)
+        small, big = sorted((spans[a], spans[b]), key=len)
+        if any(s in big and max(hi, big[s][1]) - min(lo, big[s][0]) > tol
+               for s, (lo, hi) in small.items()):  # fmt: skip
+            continue  # one size twice at clearly different C: two budgets
+        for s, (lo, hi) in small.items():
+            old = big.get(s, (lo, hi))
+            big[s] = (min(lo, old[0]), max(hi, old[1]))
+        parent[a] = parent[b] = a
+        spans[a] = big
+    roots = np.array([root(j) for j in range(x.size)])
+    labels = np.empty(x.size, dtype=np.int64)
+    labels[order] = np.unique(roots, return_inverse=True)[1]  # roots increase with C
+    return labels
+
+
+def budget_levels(lc: np.ndarray, sizes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each budget's C from ``log C_i = b_label(i) + s_size(i)`` by least squares.
+
+    The size effects ``s`` absorb a FLOP count that differs from the nominal budget by a
+    factor depending on the model; budgets connected through shared sizes get levels in
+    their true ratios. The common level of each connected set is fixed so the size effects
+    average to 0 over its runs (a budget sharing no size with another is the geometric mean
+    of its runs' C, as with no size effects at all).
+    """
+    g, s = int(labels.max()) + 1, int(sizes.max()) + 1
+    comp = list(range(g + s))  # union-find joining budgets and sizes through runs
+
+    def root(j: int) -> int:
+        while comp[j] != j:
+            comp[j] = comp[comp[j]]
+            j = comp[j]
+        return j
+
+    for lab, size in zip(labels, sizes):
+        comp[root(int(lab))] = root(g + int(size))
+    run_comp = np.array([root(int(lab)) for lab in labels])
+    levels = np.zeros(g)
+    for c in np.unique(run_comp):
+        rows = np.flatnonzero(run_comp == c)
+        bud, bud_idx = np.unique(labels[rows], return_inverse=True)
+        siz, siz_idx = np.unique(sizes[rows], return_inverse=True)
+        design = np.zeros((rows.size, bud.size + siz.size))
+        design[np.arange(rows.size), bud_idx] = 1.0
+        design[np.arange(rows.size), bud.size + siz_idx] = 1.0
+        coef = np.linalg.lstsq(design, lc[rows], rcond=None)[0]
+        shift = float(np.mean(coef[bud.size + siz_idx]))  # mean size effect over the runs
+        levels[bud] = coef[: bud.size] + shift
+    return np.exp(levels)
 
 
 _STATUS_NOTE = {
@@ -252,16 +345,18 @@ def fit_isoflop(
     *,
     degree: int = 2,
     budget: str | None = None,
-    budget_rtol: float = 0.1,
+    budget_rtol: float = BUDGET_RTOL,
     min_points: int = 3,
     use_edges: bool = True,
 ) -> IsoFLOPFit:
     """Approach 2 on a table of runs at a few compute budgets (see the module docstring).
 
     ``budget`` names a column of nominal budgets (loaded with ``extra=[...]``); otherwise
-    runs are grouped by C. ``use_edges=False`` also leaves out budgets whose minimum sits
-    next to the smallest or largest size sampled. Emits :class:`IsoFLOPWarning` for every
-    budget whose minimum is not bracketed.
+    runs are snapped to budgets by clustering C (:func:`budget_groups`, ``budget_rtol``).
+    ``use_edges=False`` also leaves out budgets whose minimum sits next to the smallest or
+    largest size sampled. Emits :class:`IsoFLOPWarning` for every budget whose minimum is
+    not bracketed or sits off-centre (:data:`OFF_CENTRE`). A profile whose minimum runs off
+    to +-infinity (a near-flat parabola, e.g. in a bootstrap resample) is "outside", unused.
     """
     if degree not in (2, 3):
         raise UserError(f"IsoFLOP profiles are parabolas (degree 2) or cubics (3), not {degree}")
@@ -290,6 +385,16 @@ def fit_isoflop(
         raise UserError(
             f"{table.source}: only {len(used)} budget(s) have a bracketed minimum; an IsoFLOP "
             "fit needs at least 2 (sample sizes on both sides of the optimum)"
+        )
+    off = [p for p in used if p.status == "ok" and abs(p.vertex_offset) > OFF_CENTRE]
+    if off:
+        worst = max((p.vertex_offset for p in off), key=abs)
+        notes.append(
+            f"budget{'s' if len(off) > 1 else ''} {', '.join(f'{p.budget:.3g}' for p in off)}: "
+            f"the vertex sits more than {OFF_CENTRE:g} of the sampled half-width off the centre "
+            f"of the sizes (up to {worst:+.2f}); an off-centre grid biases the parabola's N_opt "
+            "(a constant offset k_N, one that drifts with C the exponent a; Open-Athena 2026, "
+            "arXiv:2603.22339): centre those budgets' sizes on N_opt"
         )
     cs = np.array([p.budget for p in used])
     n_law = fit_loglog(cs, np.array([p.n_opt for p in used]))
@@ -346,17 +451,24 @@ def _fit_profile(
             status, used = "edge", use_edges
         else:
             status, used = "ok", True
-        n_opt = math.exp(x_min)
-        loss_opt = float(np.polyval(coeffs, x_min))
-        if k is not None:
-            d_opt = c / (k * n_opt)
-        else:  # no convention: read D_opt off the runs' own D at N_opt
-            ld = np.log(table.D[sel])
-            d_opt = float(np.exp(np.polyval(np.polyfit(ln, ld, 1), x_min)))
+        with np.errstate(all="ignore"):  # a near-flat parabola's minimum can be at 1e300
+            n_opt = float(np.exp(x_min))
+            loss_opt = float(np.polyval(coeffs, x_min))
+            if k is not None:
+                d_opt = c / (k * n_opt) if n_opt > 0 else math.inf
+            else:  # no convention: read D_opt off the runs' own D at N_opt
+                ld = np.log(table.D[sel])
+                d_opt = float(np.exp(np.polyval(np.polyfit(ln, ld, 1), x_min)))
+        if not all(math.isfinite(v) and v > 0 for v in (n_opt, d_opt)):
+            # Only a minimum far outside the sampled sizes overflows (not used; bootstrap
+            # resamples of a flat profile do this).
+            n_opt = d_opt = loss_opt = math.nan
+    half = (span[1] - span[0]) / 2
+    offset = (x_min - (span[0] + half)) / half if x_min is not None and half > 0 else math.nan
     profile = IsoFLOPProfile(
         budget=c, n_points=int(sel.sum()), coeffs=tuple(coeffs.tolist()),
         log_n_range=span, n_opt=n_opt, d_opt=d_opt, loss_opt=loss_opt,
-        status=status, used=used,
+        status=status, used=used, vertex_offset=offset,
     )  # fmt: skip
     return profile, None if status == "ok" else _STATUS_NOTE[status]
 

@@ -1,16 +1,19 @@
-"""Kaplan forms, the offset power law and user-defined expressions (all via :func:`fit_form`)."""
+"""Kaplan forms, the offset power law and user-defined expressions (all via :func:`fit_form`),
+and ``y = k x^a`` by least squares on logs (the allocation laws of Approaches 1 and 2)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.fits import LawFit, fit_form
 from scalelab.laws.forms import CustomForm, KaplanForm, KaplanNDForm, LawForm, PowerLawForm
+from scalelab.laws.results import Result
 from scalelab.laws.table import RunTable, table_from_arrays
 
 
@@ -95,8 +98,56 @@ def fit_custom(
 ) -> LawFit:
     """Fit a user expression, e.g. ``fit_custom(t, "E + A/N**alpha", {"E": (0.1, 5), ...})``.
 
-    Parameters are fitted in their own units within their bounds; starts are a grid over
-    the box (log-spaced for positive ranges wider than 100x).
+    Parameters with non-negative bounds are fitted as their logs unless they are exponents
+    (see :class:`~scalelab.laws.forms.CustomForm`; ``fit.params`` are in their own units);
+    starts are a grid over the box, geometric for those and for positive exponent ranges
+    wider than 100x.
     """
     form = CustomForm(expression, params, n_starts=n_starts)
     return fit_form(form, table, delta=delta, drop_highest=drop_highest, weights=weights)
+
+
+# ====================================================================== y = k x^a
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerFit(Result):
+    """``y = k x^exponent`` fitted by least squares on logs."""
+
+    kind: ClassVar[str] = "power_fit"
+    k: float
+    exponent: float
+    exponent_se: float
+    log_k_se: float
+    r2: float
+    n: int
+
+    def __call__(self, x: float | np.ndarray) -> np.ndarray:
+        return self.k * np.asarray(x, dtype=np.float64) ** self.exponent
+
+
+def fit_loglog(x: np.ndarray, y: np.ndarray) -> PowerFit:
+    """OLS of ``log y`` on ``log x`` with standard errors (nan with fewer than 3 points)."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    n = lx.size
+    if n < 2 or np.ptp(lx) == 0:
+        raise UserError("a power law across budgets needs at least 2 distinct budgets")
+    design = np.column_stack([np.ones(n), lx])
+    coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
+    resid = ly - design @ coef
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
+    if n > 2:
+        s2 = float(np.sum(resid**2)) / (n - 2)
+        cov = s2 * np.linalg.inv(design.T @ design)
+        se_k, se_e = float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))
+    else:
+        se_k = se_e = math.nan
+    return PowerFit(
+        k=float(np.exp(coef[0])),
+        exponent=float(coef[1]),
+        exponent_se=se_e,
+        log_k_se=se_k,
+        r2=r2,
+        n=n,
+    )
