@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "scalelab.cli.data",  # data prepare|info
     "scalelab.cli.train",  # pretrain
     "scalelab.cli.models",  # sizes
-    "scalelab.cli.laws",  # fit, predict, optimal, plot
+    "scalelab.cli.laws",  # fit, compare, predict, optimal, plot
     "scalelab.cli.finetune",  # finetune, evaluate, infer, labelcurve
     "scalelab.cli.evals",  # eval (zero-shot multiple choice)
 )

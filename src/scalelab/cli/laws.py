@@ -1,4 +1,4 @@
-"""``scalelab fit``, ``predict``, ``optimal``, ``plot``: scaling laws over a table or a fit.
+"""``scalelab fit``, ``compare``, ``predict``, ``optimal``, ``plot``: scaling laws over a table or a fit.
 
 Handlers turn flags into a stage config and call the stage in :mod:`scalelab.laws.fit`;
 numpy and scipy are imported only inside them, so ``scalelab --help`` stays fast.
@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "fit",
-        help="Fit a scaling law (Chinchilla, Kaplan, power law, IsoFLOP, custom) to a table of runs.",
-        example="scalelab fit runs.csv --n params --d tokens --loss loss --bootstrap 1000 --out fit.json",
+        help="Fit a scaling law (Chinchilla, Kaplan, power law, IsoFLOP, data-constrained, "
+        "custom) to a table of runs; --validate rolling for calibrated intervals.",
+        example="scalelab fit runs.csv --n params --d tokens --loss loss --validate rolling --out fit.json",
     )
     p.add_argument(
         "table",
@@ -30,7 +31,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "1.4B, 2.5e9 or 40,000,000; N, D, C columns found by name unless --n/--d/--c name them",
     )
     add_config_arguments(p, FitConfig, skip=("table",))
+    p.add_argument(
+        "--validate",
+        dest="validation",
+        choices=["none", "rolling"],
+        default=argparse.SUPPRESS,
+        help="the same as --validation: rolling gives calibrated intervals",
+    )
     p.set_defaults(func=_fit)
+
+    from scalelab.laws.compare import CompareConfig
+
+    p = subparser(
+        sub,
+        "compare",
+        help="Compare law forms by rolling-origin extrapolation error (in-sample fit beside it).",
+        example="scalelab compare runs.csv --n params --d tokens --forms chinchilla,kaplan_nd",
+    )
+    p.add_argument("table", metavar="TABLE.csv", help="runs, one row per run (as for `fit`)")
+    add_config_arguments(p, CompareConfig, skip=("table",))
+    p.set_defaults(func=_compare)
 
     p = subparser(
         sub,
@@ -49,8 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "optimal",
-        help="Compute-optimal N, D, tokens per parameter and loss at given compute budgets.",
-        example="scalelab optimal fit.json --compute 1e21,1e23",
+        help="Compute-optimal N, D at budgets; with --unique-tokens under a data cap, "
+        "--inference-tokens the cheapest model to train and serve, --target-loss the smallest "
+        "model reaching it.",
+        example="scalelab optimal fit.json --compute 1e21 --inference-tokens 1e12",
     )
     p.add_argument("path", metavar="FIT.json", help="a fit JSON written by `scalelab fit --out`")
     add_config_arguments(p, OptimalConfig, skip=("path",))
@@ -74,6 +96,14 @@ def _fit(args: argparse.Namespace) -> int:
     print(text)
     diag = getattr(fit, "diagnostics", None)
     return 0 if diag is None or diag.converged else 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from scalelab.laws.compare import CompareConfig, run_compare
+
+    _, text = run_compare(config_from_args(CompareConfig, args))
+    print(text)
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -62,6 +62,9 @@ class BootstrapResult(Result):
     """Full-fit log-residuals (observed - predicted), drawn for prediction intervals."""
     allocation: Allocation | None = None
     seconds: float = math.nan
+    calibration: Result | None = None
+    """A :class:`~scalelab.laws.calibration.Calibration` (rolling-origin model-form error)
+    when the bootstrap is calibrated: prediction intervals then include model-form error."""
 
     def check(self, where: str, path: str = "") -> None:
         """Every parameter's samples come from the same resamples: equal lengths."""
@@ -275,8 +278,8 @@ def _refit(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # per-resample fit notes would flood the output
                 res = fit_fn(table.subset(idx))
-        except UserError:
-            continue  # a resample the method cannot fit (e.g. too few distinct sizes)
+        except (UserError, ArithmeticError, np.linalg.LinAlgError):
+            continue  # a degenerate resample (too few distinct sizes, a runaway optimum)
         diag = getattr(res, "diagnostics", None)
         if diag is not None and not getattr(diag, "converged", True):
             continue
@@ -320,6 +323,7 @@ def prediction_intervals(
     D: Any = None,  # noqa: N803
     C: Any = None,  # noqa: N803
     x: Any = None,
+    U: Any = None,  # noqa: N803
     level: float | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
@@ -329,14 +333,20 @@ def prediction_intervals(
     the law over resamples; the prediction interval also multiplies each resampled
     prediction by exp(residual) drawn from the full fit's residuals (a new run scatters
     around the law like the old ones did). Returns arrays ``estimate, lo, hi, pred_lo,
-    pred_hi``.
+    pred_hi``. A calibrated bootstrap (:func:`~scalelab.laws.calibration.calibrated_bootstrap`)
+    gives Gaussian log-space intervals with parameter, noise and model-form terms instead
+    (and also ``sd_param, sd_noise, sd_form, distance``).
     """
     boot = fit.bootstrap
     if not isinstance(boot, BootstrapResult) or not boot.theta_samples:
         raise UserError("prediction intervals need a fit with a bootstrap (run with --bootstrap N)")
     lvl = boot.level if level is None else level
     check_level(lvl)
-    data = fit.inputs(N=N, D=D, C=C, x=x)
+    data = fit.inputs(N=N, D=D, C=C, x=x, **({"U": U} if U is not None else {}))
+    if boot.calibration is not None:
+        from scalelab.laws.calibration import calibrated_prediction
+
+        return calibrated_prediction(fit, data, lvl)
     est = fit.law.predict(np.asarray(fit.theta), data)
     thetas = np.asarray(boot.theta_samples)
     lp, _ = fit.law.log_pred(thetas, data)  # [R, M]

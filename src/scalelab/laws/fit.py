@@ -27,6 +27,7 @@ FormName = Literal[
     "power_c",
     "isoflop",
     "custom",
+    "data_constrained",
 ]
 FORMS: tuple[str, ...] = get_args(FormName)
 
@@ -45,6 +46,8 @@ class TableConfig(Config):
     """Column with the training FLOPs C."""
     loss: str = "loss"
     """Column with the loss (or the fitted quantity)."""
+    u: str | None = None
+    """Column with the unique training tokens U of each run, for --form data_constrained (found by name: unique_tokens, U, U_D, unique)."""
     group: str | None = None
     """Column of cluster labels (runs sharing a model resample together in the bootstrap)."""
     weight: str | None = None
@@ -77,6 +80,7 @@ class TableConfig(Config):
             d=self.d,
             c=self.c,
             loss=self.loss,
+            u=self.u,
             group=self.group,
             weight=self.weight,
             extra=(self.budget,) if self.budget else (),
@@ -114,7 +118,7 @@ class FitConfig(TableConfig):
     """Options of ``scalelab fit``."""
 
     form: FormName = "chinchilla"
-    """Law to fit: chinchilla, kaplan_n/d/c/nd, power_n/d/c (E + A x^-alpha), isoflop, custom."""
+    """Law to fit: chinchilla, kaplan_n/d/c/nd, power_n/d/c (E + A x^-alpha), isoflop, custom, data_constrained (repeated data, Muennighoff et al. 2023; needs a U column)."""
     expression: str | None = None
     """custom form: expression over N, D, C and parameters, e.g. 'E + A/N**alpha'."""
     param: tuple[str, ...] = ()
@@ -124,7 +128,9 @@ class FitConfig(TableConfig):
     drop_highest: int = 0
     """Drop this many highest-loss points first (Besiroglu et al. 2024 dropped 5)."""
     grid: Literal["hoffmann", "small"] = "hoffmann"
-    """chinchilla: start grid (hoffmann = the 4,500 starts of Hoffmann et al.; small = 243)."""
+    """chinchilla: start grid (hoffmann = the 4,500 starts of Hoffmann et al.; small = 243). data_constrained always starts from 243 x 3 R_D* values."""
+    excess_params: bool = False
+    """data_constrained: also discount parameters beyond the compute-optimal size for the unique data (R_N*, Muennighoff et al. 2023, eq. 6)."""
     degree: int = 2
     """isoflop: polynomial degree of each profile (2 or 3)."""
     bootstrap: int = 0
@@ -135,16 +141,22 @@ class FitConfig(TableConfig):
     """Interval level."""
     compute: tuple[float, ...] = ()
     """Also report the compute-optimal allocation at these budgets (FLOPs)."""
+    validation: Literal["none", "rolling"] = "none"
+    """rolling (also --validate rolling): calibrated intervals -- resample whole compute levels and add the model-form error measured by rolling-origin extrapolation (fit on the smallest levels, predict the larger ones); prints the calibration table."""
     out: Path | None = None
     """Write the fit as JSON here."""
 
     def validate(self) -> None:
+        if self.validation == "rolling" and self.form == "isoflop":
+            raise UserError("--validate rolling needs a parametric law (not --form isoflop)")
         if self.form == "custom" and (not self.expression or not self.param):
             raise UserError(
                 "--form custom needs --expression and --param NAME=LO:HI for each parameter"
             )
         if self.form != "custom" and (self.expression or self.param):
             raise UserError("--expression/--param only apply to --form custom")
+        if self.excess_params and self.form != "data_constrained":
+            raise UserError("--excess-params only applies to --form data_constrained")
         if not self.delta > 0:
             raise UserError(f"--delta must be positive, got {self.delta}")
         if self.drop_highest < 0:
@@ -176,17 +188,9 @@ def run_fit(cfg: FitConfig) -> tuple[Any, str]:
     lines = [fit.summary()]
     lines.extend(f"  note: {c}" for c in notes)
     lines.extend(f"  warning: {w}" for w in _budget_units_warnings(fit))
-    if cfg.bootstrap and getattr(fit, "bootstrap", None) is not None:
-        b = fit.bootstrap
-        lines.append(
-            f"  bootstrap: {b.n_ok}/{b.n} resamples converged ({b.method}, {b.seconds:.1f} s)"
-        )
-        for name in ("a", "b"):
-            if name in b.intervals:
-                iv = b.intervals[name]
-                lines.append(f"  {name:>8} = {iv.estimate:.4f}   [{iv.lo:.4f}, {iv.hi:.4f}]")
+    lines.extend(_bootstrap_lines(fit))
     if cfg.compute:
-        lines.append(format_allocation(fit.optimal(list(cfg.compute))))
+        lines.append(format_allocation(_allocation(fit, list(cfg.compute), cfg.level)))
     if cfg.out is not None:
         data = fit.to_dict()
         data["table_spec"] = cfg.table_spec()
@@ -219,10 +223,44 @@ def _read_for_fit(cfg: FitConfig) -> tuple[FitConfig, Any, list[str]]:
     return cfg, table, notes
 
 
+def _bootstrap_lines(fit: Any) -> list[str]:
+    """The bootstrap's line, the calibration table (when calibrated) and the intervals of
+    the allocation exponents."""
+    b = getattr(fit, "bootstrap", None)
+    if b is None:
+        return []
+    lines = [f"  bootstrap: {b.n_ok}/{b.n} resamples converged ({b.method}, {b.seconds:.1f} s)"]
+    intervals = dict(b.intervals)
+    cal = getattr(b, "calibration", None)
+    if cal is not None:
+        from scalelab.laws.calibration import calibrated_exponents
+
+        lines.append("  " + cal.summary().replace("\n", "\n  "))
+        intervals.update(calibrated_exponents(fit, level=b.level))
+    label = " (calibrated: levels resampled, model-form spread added)" if cal is not None else ""
+    for name in ("a", "b"):
+        if name in intervals:
+            iv = intervals[name]
+            lines.append(
+                f"  {name:>8} = {iv.estimate:.4f}   [{iv.lo:.4f}, {iv.hi:.4f}]{label if name == 'a' else ''}"
+            )
+    return lines
+
+
+def _allocation(fit: Any, compute: list[float], level: float) -> Any:
+    """The compute-optimal allocation, with calibrated intervals when the bootstrap is."""
+    if getattr(getattr(fit, "bootstrap", None), "calibration", None) is not None:
+        from scalelab.laws.calibration import calibrated_allocation
+
+        return calibrated_allocation(fit, compute, level=level)
+    return fit.optimal(compute, level=level)
+
+
 def _fit_table(cfg: FitConfig, table: Any) -> Any:
     """The configured law fitted to ``table`` (with its bootstrap when one is asked for)."""
     from scalelab.laws.bootstrap import bootstrap
     from scalelab.laws.chinchilla import fit_chinchilla, small_grid
+    from scalelab.laws.constrained import fit_data_constrained
     from scalelab.laws.expr import parse_param_bounds
     from scalelab.laws.isoflop import fit_isoflop
     from scalelab.laws.powerlaw import fit_custom, fit_kaplan, fit_power_law
@@ -245,10 +283,18 @@ def _fit_table(cfg: FitConfig, table: Any) -> Any:
         fit = fit_kaplan(table, variable=cfg.form.split("_", 1)[1].upper(), **kw)
     elif cfg.form.startswith("power_"):
         fit = fit_power_law(table, variable=cfg.form[-1].upper(), **kw)
+    elif cfg.form == "data_constrained":
+        fit = fit_data_constrained(table, excess_params=cfg.excess_params, **kw)
     else:
         assert cfg.expression is not None
         fit = fit_custom(table, cfg.expression, parse_param_bounds(cfg.param), **kw)
-    if cfg.bootstrap:
+    if cfg.validation == "rolling":
+        from scalelab.laws.calibration import calibrated_bootstrap
+
+        n = cfg.bootstrap or 1000
+        boot = calibrated_bootstrap(table, fit, n=n, seed=cfg.seed, level=cfg.level)
+        fit = fit.with_bootstrap(boot)
+    elif cfg.bootstrap:
         boot = bootstrap(table, fit, n=cfg.bootstrap, seed=cfg.seed, level=cfg.level)
         fit = fit.with_bootstrap(boot)
     return fit
@@ -265,13 +311,19 @@ def _budget_units_warnings(fit: Any) -> list[str]:
 
 
 def format_allocation(alloc: Any) -> str:
+    u = getattr(alloc, "unique_tokens", math.inf)
+    capped = math.isfinite(u)
     head = f"  {'compute':>10} {'N_opt':>12} {'D_opt':>12} {'tokens/param':>13} {'loss':>8}"
-    lines = ["compute-optimal allocation:", head]
+    title = "compute-optimal allocation:"
+    if capped:  # a data-constrained law under a cap on unique data (epochs = D_opt / U)
+        title = f"compute-optimal allocation with {u:.4g} unique tokens (D > U repeats them):"
+        head += f" {'epochs':>8}"
+    lines = [title, head]
     for row in alloc.rows():
         line = (
             f"  {row['compute']:>10.3g} {row['n_opt']:>12.4g} {row['d_opt']:>12.4g} "
             f"{row['tokens_per_param']:>13.2f} {row['loss']:>8.4f}"
-        )
+        ) + (f" {row['epochs']:>8.3g}" if capped else "")
         labels = (("n_opt", "N", ".3g"), ("d_opt", "D", ".3g"), ("tokens_per_param", "D/N", ".3g"), ("loss", "L", ".4f"))  # fmt: skip
         for key, label, fmt in labels:
             if f"{key}_lo" in row:
@@ -284,6 +336,7 @@ def format_allocation(alloc: Any) -> str:
 def read_fit_json(path: Path) -> tuple[Any, dict[str, Any]]:
     """(result, raw JSON) of a saved fit, its shape checked: a missing key, a value of the
     wrong type or an inconsistent law is a UserError naming the file and the key."""
+    import scalelab.laws.constrained  # noqa: F401 - registers the data_constrained fit
     from scalelab.laws.results import read_fit_file, result_from_dict
 
     raw = read_fit_file(path)
@@ -318,6 +371,8 @@ class PredictConfig(Config):
     """Token counts (comma-separated; broadcast against --n)."""
     c: tuple[float, ...] = ()
     """FLOPs (comma-separated), for laws in C."""
+    u: tuple[float, ...] = ()
+    """Unique training tokens (comma-separated), for data_constrained laws (default: no cap)."""
     level: float | None = None
     """Interval level (default: the bootstrap's)."""
 
@@ -326,7 +381,7 @@ class PredictConfig(Config):
 
         if not (self.n or self.d or self.c):
             raise UserError("predict needs --n, --d and/or --c values")
-        for flag, values in (("n", self.n), ("d", self.d), ("c", self.c)):
+        for flag, values in (("n", self.n), ("d", self.d), ("c", self.c), ("u", self.u)):
             bad = [v for v in values if not (v > 0 and math.isfinite(v))]
             if bad:
                 raise UserError(
@@ -346,13 +401,18 @@ def run_predict(cfg: PredictConfig) -> tuple[dict[str, Any], str]:
     if not isinstance(fit, LawFit):
         raise UserError(f"{cfg.path}: a {fit.kind} result has no loss law to predict with")
     kw = {k.upper(): np.asarray(v) for k, v in (("n", cfg.n), ("d", cfg.d), ("c", cfg.c)) if v}
+    if cfg.u and "U" not in fit.variables:
+        raise UserError(f"--u only applies to a data_constrained fit, not a {fit.form} one")
+    if cfg.u:
+        kw["U"] = np.asarray(cfg.u)
     try:
         shape = np.broadcast_shapes(*(a.shape for a in kw.values()))
     except ValueError:
-        raise UserError("--n, --d, --c need equal lengths (or a single value)") from None
+        flags = "--n, --d, --c" + (", --u" if cfg.u else "")
+        raise UserError(f"{flags} need equal lengths (or a single value)") from None
     kw = {k: np.broadcast_to(a, shape) for k, a in kw.items()}
     data = fit.inputs(**kw)
-    if fit.bootstrap is not None:
+    if fit.bootstrap is not None and "U" not in kw:
         out = prediction_intervals(fit, level=cfg.level, **kw)
     else:
         out = {"estimate": fit.predict(**kw)}
@@ -368,6 +428,8 @@ def run_predict(cfg: PredictConfig) -> tuple[dict[str, Any], str]:
         lines.append(line)
     if fit.bootstrap is None:
         lines.append("  (no intervals: fit with --bootstrap N to get them)")
+    elif "U" in kw:
+        lines.append("  (no intervals with --u yet)")
     return out, "\n".join(lines)
 
 
@@ -379,24 +441,58 @@ class OptimalConfig(Config):
     """A fit JSON written by `scalelab fit --out`."""
     compute: tuple[float, ...] = ()
     """Compute budgets in FLOPs (comma-separated)."""
+    unique_tokens: float | None = None
+    """data_constrained fits: only this many unique tokens exist (D may exceed them: repeated epochs)."""
+    inference_tokens: float | None = None
+    """Tokens the model will serve (Sardana et al. 2024): the model reaching the same loss as the compute-optimal one at --compute (or --target-loss) with the least training 6ND + inference 2N per token."""
+    target_loss: tuple[float, ...] = ()
+    """Target losses: with --compute, the smallest model reaching each within C (also the cheapest to serve); with only --inference-tokens, the cheapest model to train and serve."""
     level: float = 0.95
     """Interval level (intervals need a fit with a bootstrap)."""
 
     def validate(self) -> None:
         from scalelab.laws.results import check_level
 
-        if not self.compute:
-            raise UserError("optimal needs --compute C (FLOPs; comma-separated for several)")
-        if any(not (c > 0 and math.isfinite(c)) for c in self.compute):
-            raise UserError(f"--compute values must be positive, got {list(self.compute)}")
+        if not self.compute and not self.target_loss:
+            raise UserError(
+                "optimal needs --compute C (FLOPs; comma-separated for several) or --target-loss L"
+            )
+        for flag, values in (("compute", self.compute), ("target-loss", self.target_loss)):
+            if any(not (v > 0 and math.isfinite(v)) for v in values):
+                raise UserError(f"--{flag} values must be positive, got {list(values)}")
+        if self.unique_tokens is not None and not (0 < self.unique_tokens < math.inf):
+            raise UserError(f"--unique-tokens must be positive, got {self.unique_tokens:g}")
+        if self.inference_tokens is not None and not (0 <= self.inference_tokens < math.inf):
+            raise UserError(f"--inference-tokens must be >= 0, got {self.inference_tokens:g}")
         check_level(self.level, "--level")
 
 
 def run_optimal(cfg: OptimalConfig) -> tuple[Any, str]:
     fit, _ = read_fit_json(cfg.path)
+    if cfg.target_loss or cfg.inference_tokens is not None:
+        from scalelab.laws.inference import optimal_report
+
+        return optimal_report(
+            fit,
+            compute=cfg.compute,
+            loss=cfg.target_loss,
+            inference_tokens=cfg.inference_tokens,
+            unique_tokens=cfg.unique_tokens,
+        )
     if not hasattr(fit, "optimal"):
         raise UserError(f"{cfg.path}: a {fit.kind} result has no compute-optimal allocation")
-    alloc = fit.optimal(list(cfg.compute), level=cfg.level)
+    kw: dict[str, Any] = {"level": cfg.level}
+    if cfg.unique_tokens is not None:
+        if "U" not in getattr(fit, "variables", ()):
+            raise UserError(
+                f"{cfg.path}: --unique-tokens needs a data_constrained fit (scalelab fit "
+                f"TABLE --form data_constrained), not a {getattr(fit, 'form', fit.kind)} one"
+            )
+        kw["unique_tokens"] = cfg.unique_tokens
+    if "unique_tokens" in kw:
+        alloc = fit.optimal(list(cfg.compute), **kw)
+    else:
+        alloc = _allocation(fit, list(cfg.compute), cfg.level)
     return alloc, format_allocation(alloc)
 
 

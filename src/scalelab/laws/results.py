@@ -32,6 +32,9 @@ _RESULT_MODULES = (
     "scalelab.laws.chinchilla",
     "scalelab.laws.isoflop",
     "scalelab.laws.bootstrap",
+    "scalelab.laws.calibration",
+    "scalelab.laws.constrained",
+    "scalelab.laws.inference",
     "scalelab.laws.validation",
     "scalelab.laws.downstream",
 )

@@ -8,12 +8,14 @@ tokens in billions or FLOPs in PF-days fails loudly instead of producing a wrong
 Every error names the source, the row (1-based, as in a spreadsheet's data rows) and the
 column. Cells are read as researchers write them (``40M``, ``1.4B``, ``40,000,000``; ``,``,
 ``;`` or tab separated; see :mod:`.table_parse`), a table in other units is rescaled with
-``n_scale``/``d_scale``/``c_scale``, and ``skip_invalid`` leaves out diverged runs.
+``n_scale``/``d_scale``/``c_scale``, and ``skip_invalid`` leaves out diverged runs. A
+column of unique training tokens U (for data-constrained laws) is read when named or found.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +29,7 @@ from scalelab.laws.table_parse import (
     detect_columns,
     drop_invalid,
     filter_rows,
+    find_by_name,
     find_column,
     numbers,
     parse_number,
@@ -35,7 +38,12 @@ from scalelab.laws.table_parse import (
     text_of,
 )
 
-ROLES = ("N", "D", "C", "loss")
+ROLES = ("N", "D", "C", "U", "loss")
+# Unique-token columns found by name (Muennighoff et al. 2023 write U_D), ignoring case.
+U_CANDIDATES = ("U", "unique_tokens", "U_D", "unique", "n_unique_tokens", "unique_data")
+# May be one value for all runs: one unique-data budget seen for more and more epochs already
+# shows how repeated tokens lose value.
+MAY_BE_CONSTANT = ("U",)
 
 
 def flops_per_nd(convention: str) -> float | None:
@@ -82,6 +90,8 @@ class RunTable:
     """Training tokens, ``[P]``."""
     C: np.ndarray | None = None
     """Training FLOPs, ``[P]``."""
+    U: np.ndarray | None = None
+    """Unique training tokens available to each run (D > U repeats data), ``[P]``."""
     group: np.ndarray | None = None
     """Cluster labels (object array of str): runs that share a model resample together."""
     weights: np.ndarray | None = None
@@ -106,7 +116,7 @@ class RunTable:
         n = self.loss.shape[0]
         if self.rows is None:
             object.__setattr__(self, "rows", np.arange(1, n + 1))
-        for name in ("loss", "N", "D", "C", "weights", "rows"):
+        for name in ("loss", "N", "D", "C", "U", "weights", "rows"):
             arr = getattr(self, name)
             if arr is not None:
                 arr.setflags(write=False)
@@ -120,10 +130,13 @@ class RunTable:
     def require(self, *roles: str, what: str = "this fit") -> None:
         """Raise :class:`UserError` unless the table has every quantity in ``roles``."""
         missing = [r for r in roles if getattr(self, r) is None]
+        how = "give it, or C and a --flops-convention to derive it"
+        if missing == ["U"]:  # unique training tokens
+            how = f"name it with --u COLUMN, or call it {', '.join(U_CANDIDATES[:4])}"
         if missing:
             raise UserError(
                 f"{self.source}: {what} needs {', '.join(missing)}, but the table has no "
-                f"{'/'.join(missing)} column (give it, or C and a --flops-convention to derive it)"
+                f"{'/'.join(missing)} column ({how})"
             )
 
     def require_points(self, k: int, what: str) -> None:
@@ -141,13 +154,14 @@ class RunTable:
         arrays = [getattr(self, r) for r in roles]
         per_role = {r: int(np.unique(a).size) for r, a in zip(roles, arrays)}
         n_points = int(np.unique(np.stack(arrays, axis=1), axis=0).shape[0])
-        if min(per_role.values()) >= 2 and n_points > k:
+        vary = [r for r in roles if r not in MAY_BE_CONSTANT]
+        if min(per_role[r] for r in vary) >= 2 and n_points > k:
             return
         counts = ", ".join(f"{n} distinct {self.column_name(r)}" for r, n in per_role.items())
         raise UserError(
             f"{self.source}: cannot identify {what}: too few distinct {'/'.join(roles)} values "
             f"({counts}, {n_points} distinct point{'s' if n_points != 1 else ''} in "
-            f"{len(self)} rows); it has {k} parameters, so it needs each of {', '.join(roles)} "
+            f"{len(self)} rows); it has {k} parameters, so it needs each of {', '.join(vary)} "
             f"to vary and at least {k + 1} distinct points"
         )
 
@@ -166,6 +180,7 @@ class RunTable:
             N=take(self.N),
             D=take(self.D),
             C=take(self.C),
+            U=take(self.U),
             group=take(self.group),
             weights=take(self.weights),
             extra={k: np.array(v[idx]) for k, v in self.extra.items()},
@@ -196,7 +211,7 @@ class RunTable:
     def to_columns(self) -> dict[str, list[Any]]:
         """Plain columns (for writing a CSV or building another table)."""
         out: dict[str, list[Any]] = {}
-        for role in ("N", "D", "C", "loss"):
+        for role in ROLES:
             arr = getattr(self, role)
             if arr is not None:
                 out[role] = arr.tolist()
@@ -240,6 +255,7 @@ def load_table(
     d: str | None = None,
     c: str | None = None,
     loss: str = "loss",
+    u: str | None = None,
     group: str | None = None,
     weight: str | None = None,
     extra: Sequence[str] = (),
@@ -262,15 +278,15 @@ def load_table(
     ``N_non_embedding``, ``params``, ``D``, ``tokens``, ``C``, ``flops``, ...:
     :data:`.table_parse.CANDIDATES`), and :attr:`RunTable.notes` says which. Cells may read
     ``40M``, ``1.4B``, ``40,000,000`` (:func:`.table_parse.parse_number`). ``n_scale``,
-    ``d_scale``, ``c_scale`` multiply the N, D, C columns (``n_scale=1e6`` for a table in
-    millions of parameters). A row whose loss is empty, NaN or infinite (a diverged run) is
-    an error, or left out with ``skip_invalid`` (with a warning naming the rows). With a
-    FLOP convention ``C = k N D``, a missing one of N, D, C is derived from the other two;
-    when all three are given, every row must have ``C / (k N D)`` within a factor
-    ``unit_tolerance`` of 1, or the units are called inconsistent (``check_units=False`` or
+    ``d_scale``, ``c_scale`` multiply the N, D, C columns (``n_scale=1e6``: N in millions).
+    A row whose loss is empty, NaN or infinite (a diverged run) is an error, or left out
+    with ``skip_invalid`` (with a warning naming the rows). With a FLOP convention
+    ``C = k N D``, a missing one of N, D, C is derived from the other two; when all three
+    are given, every row must have ``C / (k N D)`` within a factor ``unit_tolerance`` of 1,
+    or the units are called inconsistent (``check_units=False`` or
     ``flops_convention="none"`` skips the check). ``where`` keeps only rows whose column
-    equals a value (``{"experiment": "x"}`` or ``["experiment=x"]``), e.g. one experiment of
-    a file holding several.
+    equals a value (``{"experiment": "x"}`` or ``["experiment=x"]``). ``u`` names the column
+    of unique tokens U (else one of :data:`U_CANDIDATES` if present; ``d_scale`` applies).
     """
     if isinstance(source, RunTable):
         return source
@@ -280,9 +296,10 @@ def load_table(
     scales = check_scales({"N": n_scale, "D": d_scale, "C": c_scale})
     k = flops_per_nd(flops_convention)
     notes: list[str] = []
-    wanted = {"N": n, "D": d, "C": c, "loss": loss}
+    wanted = {"N": n, "D": d, "C": c, "U": u, "loss": loss}
     if detect and n is None and d is None and c is None:
-        wanted.update(_detect(header, (loss, group, weight, *extra), notes))
+        wanted.update(_detect(header, (loss, group, weight, u, *extra), notes))
+    _find_unique(header, data, wanted, [group, weight, *extra], delim, notes, detect)
     found_cols = {
         r: find_column(header, col, label, r) for r, col in wanted.items() if col is not None
     }
@@ -300,9 +317,7 @@ def load_table(
     extras = _extra_columns(header, data, extra, label, delim)
     return RunTable(
         loss=values["loss"],  # type: ignore[arg-type]
-        N=values["N"],
-        D=values["D"],
-        C=values["C"],
+        **{role: values[role] for role in ("N", "D", "C", "U")},  # type: ignore[arg-type]
         group=group_arr,
         weights=weights,
         extra=extras,
@@ -339,6 +354,25 @@ def _detect(header: list[str], taken: Sequence[str | None], notes: list[str]) ->
     return found
 
 
+def _find_unique(
+    header: list[str], data: dict, wanted: dict, taken: list, delim: Any, notes: list, detect: bool
+) -> None:
+    """With no U column named (``wanted["U"]``) and ``detect``: set it to a unique-tokens
+    column found by name whose cells are all positive numbers (noted); a column of that
+    name holding anything else is left alone."""
+    if not detect or wanted["U"] is not None:
+        return
+    col = find_by_name([h for h in header if h not in [*taken, *wanted.values()]], U_CANDIDATES)
+    try:
+        ok = col is not None and all(0 < parse_number(text_of(v), delim) < math.inf for v in data[col])  # fmt: skip
+    except ValueError:  # a cell that is not a number
+        ok = False
+    if ok:
+        wanted["U"] = col
+        if col != "U":
+            notes.append(f"unique tokens U = '{col}' (found by name; choose another with --u)")
+
+
 def _role_columns(
     found: dict[str, str],
     data: dict[str, list[Any]],
@@ -346,20 +380,12 @@ def _role_columns(
     row_ids: np.ndarray,
     delim: str | None,
 ) -> tuple[dict[str, str], dict[str, np.ndarray | None]]:
-    """Per role (N, D, C, loss): its source column (``found``) and its positive numbers
+    """Per role (N, D, C, U, loss): its source column (``found``) and its positive numbers
     (None: not given)."""
-    columns = dict(found)
-    values: dict[str, np.ndarray | None] = {
-        role: numbers(data[found[role]], label, found[role], row_ids, delim)
-        if role in found
-        else None
-        for role in ROLES
-    }
-    for role in ROLES:
-        arr = values[role]
-        if arr is not None:
-            _check_positive(arr, label, columns[role], row_ids)
-    return columns, values
+    values = {r: numbers(data[col], label, col, row_ids, delim) for r, col in found.items()}
+    for role, arr in values.items():
+        _check_positive(arr, label, found[role], row_ids)
+    return dict(found), {role: values.get(role) for role in ROLES}
 
 
 def _rescale(
@@ -382,6 +408,9 @@ def _rescale(
         _check_in_range(scaled, role, f"{columns[role]} * {factor:g}", label, row_ids)
         values[role] = scaled
         notes.append(f"{role} = '{columns[role]}' * {factor:g} (--{role.lower()}-scale)")
+        if role == "D" and values["U"] is not None:  # unique tokens are tokens too
+            values["U"] = values["U"] * factor
+            notes.append(f"U = '{columns['U']}' * {factor:g} (--d-scale)")
     return notes
 
 
@@ -446,6 +475,7 @@ def table_from_arrays(
     N: Sequence[float] | np.ndarray | None = None,  # noqa: N803 - the field's name
     D: Sequence[float] | np.ndarray | None = None,  # noqa: N803
     C: Sequence[float] | np.ndarray | None = None,  # noqa: N803
+    U: Sequence[float] | np.ndarray | None = None,  # noqa: N803
     group: Sequence[Any] | None = None,
     weights: Sequence[float] | None = None,
     flops_convention: str = "6n_kaplan",
@@ -455,7 +485,7 @@ def table_from_arrays(
     """Convenience: a validated table from arrays (same checks as :func:`load_table`)."""
     cols: dict[str, Any] = {"loss": list(np.asarray(loss, dtype=float))}
     kw: dict[str, Any] = {}
-    for key, arr in (("N", N), ("D", D), ("C", C)):
+    for key, arr in (("N", N), ("D", D), ("C", C), ("U", U)):
         if arr is not None:
             cols[key] = list(np.asarray(arr, dtype=float))
             kw[key.lower()] = key
