@@ -91,9 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     lc = subparser(
         sub,
         "labelcurve",
-        help="Metric against the number of labelled examples per method, a power-law fit, labels needed for a target.",
+        help="Metric against the number of labelled examples per method, a power-law fit, labels "
+        "needed for a target; with --study, every rung and the fine-tuning law across them.",
         example="scalelab labelcurve runs/lc --finetune.model runs/tiny --task wiki-topics --methods full,lora "
-        "--fractions 0.01,0.03,0.1,0.3,1 --target 0.6",
+        "--fractions 0.01,0.03,0.1,0.3,1 --target 0.6\n  scalelab labelcurve STUDY/downstream/labelcurve-ner "
+        "--study STUDY --task twitter-ner --methods full,lora --fractions 0.1,0.3,1",
     )
     lc.add_argument("out", metavar="OUT", type=Path, help="output directory (resumable)")
     add_shortcuts(lc, prefix="finetune.", method=False)

@@ -55,6 +55,11 @@ _EXPORTS = {
     "inference_optimal": "scalelab.laws.inference",
     "inference_optimal_at_compute": "scalelab.laws.inference",
     "smallest_model": "scalelab.laws.inference",
+    # fine-tuning law (Zhang et al. 2024)
+    "FinetuneLaw": "scalelab.laws.finetune_law",
+    "FinetuneLawForm": "scalelab.laws.finetune_law",
+    "fit_finetune_law": "scalelab.laws.finetune_law",
+    "finetune_table": "scalelab.laws.finetune_law",
     # approaches 1 and 2
     "IsoFLOPFit": "scalelab.laws.isoflop",
     "IsoFLOPWarning": "scalelab.laws.isoflop",

@@ -35,6 +35,7 @@ _RESULT_MODULES = (
     "scalelab.laws.calibration",
     "scalelab.laws.constrained",
     "scalelab.laws.inference",
+    "scalelab.laws.finetune_law",
     "scalelab.laws.validation",
     "scalelab.laws.downstream",
 )

@@ -12,6 +12,13 @@ per task and method:
 - the two-step ladder of Bhagia et al. 2024: validation loss as L(N, D) (the study's
   Chinchilla fit), then the metric as a sigmoid of that loss with a floor at chance;
 - and predicts the held-out rung(s) with a bootstrap interval, stating the error.
+
+Label curves across the study's rungs (``scalelab labelcurve STUDY/downstream/labelcurve-<name>
+--study STUDY``) are refitted here too: per method, the fine-tuning law of Zhang et al.
+(2024, arXiv 2402.17193, Eq. 1) ``L(N, D_f) = A / (N^alpha D_f^beta) + E`` over the rungs'
+non-embedding N and the labelled examples D_f, saved as
+``STUDY/fits/finetune_law__<curve>__<method>.json`` and summarised under the key
+``finetune_law`` of the downstream fits (:func:`fit_label_laws`).
 """
 
 from __future__ import annotations
@@ -334,10 +341,72 @@ def fit_downstream(
     loss (fitted on every rung, not only the fine-tuned ones).
     """
     rows = {r["rung"]: r for r in study.result_rows()}
-    return {
+    out: dict[str, Any] = {
         key: _fit_one_downstream(study, key, rows, loss_fit=loss_fit, n_boot=n_boot, seed=seed)
         for key in downstream_keys(study)
     }
+    laws = fit_label_laws(study)
+    if laws:
+        out["finetune_law"] = laws
+    return out
+
+
+def label_curve_dirs(study: Study) -> list[Path]:
+    """The label curves across this study's rungs: ``STUDY/downstream/labelcurve*/``
+    directories (those the report shows) whose ``labelcurve.json`` came from
+    ``labelcurve --study``."""
+    root = study.root / DOWNSTREAM
+    found = []
+    for path in sorted(root.glob("labelcurve*/labelcurve.json")) if root.is_dir() else []:
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("rungs"), list):
+            found.append(path.parent)
+    return found
+
+
+def fit_label_laws(study: Study) -> dict[str, Any]:
+    """Per label curve across rungs and method (``"<curve>/<method>"``): the fine-tuning
+    law of Zhang et al. (2024, Eq. 1) refitted from its points with the curve's own
+    response and resamples (the numbers ``labelcurve`` reported), saved to
+    ``STUDY/fits/finetune_law__<curve>__<method>.json``; ``{"error": one line}`` when
+    it cannot be fitted."""
+    from scalelab.laws.finetune_law import RESPONSES
+    from scalelab.study.labelcurve import fit_label_law, law_points
+
+    laws: dict[str, Any] = {}
+    for d in label_curve_dirs(study):
+        data = read_json(d / "labelcurve.json")
+        response, n_boot = data.get("law_response", "loss"), data.get("law_bootstrap", 1000)
+        try:
+            methods = sorted({m for e in data["rungs"] for m in e.get("methods", {})})
+            points = {m: law_points(data, m) for m in methods}
+            if response not in RESPONSES or not isinstance(n_boot, int) or n_boot == 1:
+                raise ValueError(f"law_response {response!r}, law_bootstrap {n_boot!r}")
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            laws[d.name] = {"error": f"not fitted: {d / 'labelcurve.json'} is malformed ({exc})"}
+            continue
+        for method in methods:
+            laws[f"{d.name}/{method}"] = fit_label_law(
+                points[method],
+                response=response,
+                n_boot=max(n_boot, 0),
+                save_to=study.root / "fits" / f"finetune_law__{d.name}__{method}.json",
+                name=f"{d.name} / {method}",
+            )
+    return laws
+
+
+def describe_label_laws(downstream: dict[str, Any]) -> list[str]:
+    """The fine-tuning laws of the downstream fits in a few lines each."""
+    from scalelab.study.labelcurve import describe_law
+
+    lines: list[str] = []
+    for key, law in downstream.get("finetune_law", {}).items():
+        lines += describe_law(key, law)
+    return lines
 
 
 def _downstream_points(study: Study, key: str, rows: dict[str, dict]) -> list[dict[str, Any]]:

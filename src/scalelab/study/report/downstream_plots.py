@@ -1,8 +1,10 @@
 """Downstream section of the study report: metric per rung with the fitted curves and the
-held-out prediction, the ladder's sigmoid, robustness, and label-efficiency curves."""
+held-out prediction, the ladder's sigmoid, robustness, and label-efficiency curves (of one
+model, or of every rung with the fine-tuning law of Zhang et al. 2024 across them)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -219,14 +221,163 @@ def render_downstream(rep: Report, study: Study) -> None:
                 caption="Robustness: the metric on clean test data and its drop under each perturbation.",
             )
     for path in curves:
-        data = read_json(path)
-        rep.heading(f"Label efficiency: {data.get('task', path.parent.name)}", level=3)
+        render_label_curve(rep, read_json(path), Path(path).parent.name)
+
+
+def render_label_curve(rep: Report, data: dict[str, Any], name: str, *, level: int = 3) -> None:
+    """One ``labelcurve.json``: a model's curves, or (``--study``) every rung's points and
+    the fine-tuning law across rungs per method."""
+    if "rungs" in data:
+        _render_study_curve(rep, data, name, level)
+        return
+    rep.heading(f"Label efficiency: {data.get('task', name)}", level=level)
+    rep.figure(
+        plot_label_curve(data),
+        f"labelcurve_{name}",
+        "Metric against the number of labelled examples, per method, with power-law fits.",
+    )
+    rep.table(
+        label_curve_rows(data),
+        caption="Power law of the error against labels; labels needed to reach the target metric.",
+    )
+
+
+# ====================================================================== the law across rungs
+
+
+def _finite(value: Any) -> bool:
+    """A finite number (a saved summary writes nan as None and inf as text)."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _law_curve(params: dict[str, float], n: float, xs: np.ndarray) -> np.ndarray:
+    """``A / (N^alpha D_f^beta) + E`` at one N over label counts ``xs`` (Zhang et al. 2024, Eq. 1)."""
+    return params["A"] * n ** -params["alpha"] * xs ** -params["beta"] + params["E"]
+
+
+def plot_finetune_law(data: dict[str, Any], method: str):
+    """The fitted response against labelled examples, one colour per rung, the law's curve
+    at each rung's N; the largest rung's points as predicted by the fit without it."""
+    law = data["finetune_law"][method]
+    resp = law["response"]
+    pts = law.get("points", [])
+    fig, ax = _figure()
+    rungs = sorted({(p["N"], p["rung"]) for p in pts})
+    hold = law.get("holdout", {})
+    xs_all = [p["D_f"] for p in pts] or [1.0]
+    xs = np.geomspace(min(xs_all) / 1.5, max(xs_all) * 1.5, 80)
+    est = {k: v["estimate"] for k, v in law.get("params", {}).items()}
+    for i, (n, rung) in enumerate(rungs):
+        sel = [p for p in pts if p["rung"] == rung]
+        held = hold.get("rung") == rung
+        dots = ax.scatter([p["D_f"] for p in sel], [p[resp] for p in sel], s=22, color=f"C{i}", marker="*" if held else "o", zorder=3, label=f"{rung} (N = {n:.3g})" + (", held out" if held else ""))  # fmt: skip
+        attach_point_titles(dots, [f"rung {rung}: N = {n:.4g}, D_f = {p['D_f']:.0f}, {resp} = {p[resp]:.4g}" for p in sel])  # fmt: skip
+        if est and all(map(_finite, est.values())):
+            ax.plot(xs, _law_curve(est, n, xs), color=f"C{i}", lw=1.0)
+        if held and all(map(_finite, hold.get("params", {"A": None}).values())):
+            ax.plot(xs, _law_curve(hold["params"], n, xs), color=f"C{i}", lw=1.0, ls="--", label=f"fit without {rung}, predicting it")  # fmt: skip
+            q = hold["points"]
+            lo = [max(p["predicted"] - p["lo"], 0.0) if _finite(p["lo"]) else 0.0 for p in q]
+            hi = [max(p["hi"] - p["predicted"], 0.0) if _finite(p["hi"]) else 0.0 for p in q]
+            ax.errorbar([p["D_f"] * 1.05 for p in q], [p["predicted"] for p in q], yerr=[lo, hi], fmt="D", ms=3, color="k", capsize=2, label="prediction (law interval)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("labelled training examples D_f")
+    ax.set_ylabel(law.get("response_label", resp))
+    ax.legend(fontsize=7)
+    ax.set_title(f"{data.get('task', '')} / {method}: L = A / (N^α D_f^β) + E", fontsize=10)
+    return fig
+
+
+def finetune_law_rows(law: dict[str, Any]) -> list[dict[str, Any]]:
+    """The law's parameters: estimate, bootstrap interval, Gauss-Newton standard error."""
+    return [
+        {
+            "parameter": k,
+            "estimate": v["estimate"],
+            "95% low": v["lo"],
+            "95% high": v["hi"],
+            "Gauss-Newton se": v["se_gauss_newton"],
+        }
+        for k, v in law.get("params", {}).items()
+    ]
+
+
+def _render_study_curve(rep: Report, data: dict[str, Any], name: str, level: int) -> None:
+    rep.heading(f"Fine-tuning law across rungs: {data.get('task', name)}", level=level)
+    rep.paragraph(
+        "Every rung fine-tuned on nested subsets of the training split; per method, the "
+        "multiplicative law of Zhang et al. (2024, arXiv 2402.17193, Eq. 1) "
+        "L(N, D_f) = A / (N^α · D_f^β) + E fitted across rungs (N: non-embedding "
+        "parameters, D_f: labelled examples), and the largest rung predicted by the fit "
+        "without it (their held-out check)."
+    )
+    for method, law in data.get("finetune_law", {}).items():
+        rep.heading(
+            f"{method}: {law.get('response_label', law.get('response', ''))}", level=level + 1
+        )
+        if "error" in law:
+            rep.paragraph(law["error"], style="warn")
+            continue
         rep.figure(
-            plot_label_curve(data),
-            f"labelcurve_{Path(path).parent.name}",
-            "Metric against the number of labelled examples, per method, with power-law fits.",
+            plot_finetune_law(data, method),
+            f"finetune_law_{name}_{method}",
+            "The fitted response against labelled examples per rung, with the law at each rung's N.",
         )
-        rep.table(
-            label_curve_rows(data),
-            caption="Power law of the error against labels; labels needed to reach the target metric.",
+        rep.table(finetune_law_rows(law), caption=f"Intervals: {law['interval']}.")
+        rep.paragraph(
+            f"{law['n_points']} points on {law['n_rungs']} rungs; rmse(log) {law['rmse_log']:.4g}, "
+            f"mean |deviation| {law['mad']:.4g} (Zhang et al.'s Δe); optimiser "
+            f"{'converged' if law['converged'] else 'NOT converged'}, "
+            f"{law['starts_in_best_basin']} starts in the best basin.",
+            style="note" if law["converged"] else "warn",
         )
+        for w in law.get("warnings", ()):
+            rep.paragraph(f"Fit: {w}.", style="warn")
+        _render_holdout(rep, law.get("holdout", {}))
+    rep.table(
+        [
+            {
+                "rung": e["rung"],
+                "N": e["N"],
+                "method": m,
+                "labels": p["n_labels"],
+                f"test {data.get('metric', 'metric')}": p["metric"],
+                "test loss": p.get("loss"),
+                "seeds": p["seeds"],
+            }  # fmt: skip
+            for e in data["rungs"]
+            for m, r in e["methods"].items()
+            for p in r["points"]
+        ],
+        caption="Every point (mean over seeds).",
+    )
+
+
+def _render_holdout(rep: Report, hold: dict[str, Any]) -> None:
+    if "points" not in hold:
+        if hold.get("note"):
+            rep.paragraph(f"No extrapolation check: {hold['note']}.", style="warn")
+        return
+    rep.paragraph(
+        f"Held out {hold['rung']} (N = {hold['N']:.4g}; the fit saw N ≤ {hold['fit_N_max']:.4g}, "
+        f"{hold['n_fit']} points): mean |deviation| {hold['mad']:.4g} (Δh), mean |relative error| "
+        f"{100 * hold['mean_abs_rel_error']:.1f}%.",
+        style="note",
+    )
+    rep.table(
+        [
+            {
+                "D_f": p["D_f"],
+                "measured": p["actual"],
+                "predicted": p["predicted"],
+                f"{hold.get('level', 0.95):.0%} low": p["lo"],
+                f"{hold.get('level', 0.95):.0%} high": p["hi"],
+                "new run low": p["pred_lo"],
+                "new run high": p["pred_hi"],
+                "rel. error": p["rel_error"],
+            }  # fmt: skip
+            for p in hold["points"]
+        ],
+        caption="The largest rung predicted by the law fitted without it (law interval and new-run interval from that fit's bootstrap).",
+    )
