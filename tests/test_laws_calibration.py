@@ -200,3 +200,17 @@ def test_compare_cli_writes_json_and_rejects_unknown_forms(tmp_path, capsys):
     assert load_fit(out).scores[0].n_cuts == 2
     assert main(["compare", str(path), "--forms", "nope"]) == 2
     assert "unknown law form 'nope'" in capsys.readouterr().err
+
+
+def test_a_submodule_never_shadows_the_function_of_the_same_name():
+    """``import scalelab.laws.bootstrap`` binds the module on the package; the lazy package
+    keeps the exported function there (``from scalelab.laws import bootstrap``)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import scalelab.laws.bootstrap\n"
+        "from scalelab.laws import bootstrap\n"
+        "assert callable(bootstrap) and bootstrap.__name__ == 'bootstrap', bootstrap\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

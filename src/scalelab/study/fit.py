@@ -51,6 +51,11 @@ class StudyFitConfig(Config):
     to them under-predicts what larger models gain (measured on 5 CPU studies: held-out
     errors +0.8% to +8.0% with every rung, -1.4% to +2.2% with a 0.05 band)."""
 
+    calibrate: bool = True
+    """Calibrated intervals: resample whole compute levels and add the model-form error of
+    rolling-origin extrapolation (fit on the smallest levels, predict the larger ones); needs
+    3 or more compute levels (else the plain bootstrap of runs)."""
+
     def validate(self) -> None:
         if self.bootstrap < 0:
             raise UserError("bootstrap must be >= 0")
@@ -122,9 +127,9 @@ def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
     envelope = _fit_approach1(fit_rows, fits_dir)
     if envelope is not None:
         out["envelope"] = envelope
-    from scalelab.study.downstream import downstream_keys, fit_downstream
+    from scalelab.study.downstream import downstream_keys, fit_downstream, label_curve_dirs
 
-    if downstream_keys(study):
+    if downstream_keys(study) or label_curve_dirs(study):
         out["downstream"] = fit_downstream(
             study, n_boot=min(cfg.bootstrap, 500) or 200, seed=cfg.seed
         )
@@ -143,7 +148,7 @@ def _fit_approach3(
 ) -> tuple[Any, Any]:
     """Approach 3 on the near-frontier rungs (with a bootstrap), and on every rung when the
     band left some out; records both in ``out``; returns ``(law, every-rung law or None)``."""
-    from scalelab.laws import bootstrap, fit_chinchilla, hoffmann_grid, small_grid
+    from scalelab.laws import fit_chinchilla, hoffmann_grid, small_grid
 
     grid = hoffmann_grid() if cfg.grid == "hoffmann" else small_grid()
     all_rungs = None
@@ -166,12 +171,13 @@ def _fit_approach3(
         if cfg.bootstrap:
             c_hi = max(r[f"C_{conv}"] for r in fit_rows + holdout_rows)
             compute = [c_hi * f for f in (0.01, 0.1, 1.0, 10.0)]
-            chin = chin.with_bootstrap(
-                bootstrap(chin_table, chin, n=cfg.bootstrap, seed=cfg.seed, compute=compute)
-            )
+            chin = chin.with_bootstrap(_bootstrap(chin_table, chin, cfg, compute, grid))
+            if chin.bootstrap.calibration is not None:
+                out["calibration"] = calibration_summary(chin.bootstrap.calibration)
     out["chinchilla"] = {
         "params": dict(chin.params),
         "converged": chin.diagnostics.converged,
+        "cautions": list(getattr(chin.diagnostics, "cautions", ())),
         "rmse_log": chin.rmse_log,
         "a": chin.exponents[0],
         "b": chin.exponents[1],
@@ -182,6 +188,52 @@ def _fit_approach3(
         "rungs": [r["rung"] for r in near],
     }
     return chin, all_rungs
+
+
+def _bootstrap(table: Any, chin: Any, cfg: StudyFitConfig, compute: list[float], grid: Any) -> Any:
+    """The calibrated bootstrap (compute levels resampled, rolling-origin form error) when
+    asked for and the study has 3 or more compute levels; else the bootstrap of runs."""
+    from scalelab.laws import bootstrap, fit_chinchilla
+    from scalelab.laws.calibration import calibrated_bootstrap, compute_levels
+
+    if cfg.calibrate and len(compute_levels(table)[1]) >= 3:
+        try:
+            return calibrated_bootstrap(
+                table,
+                chin,
+                n=cfg.bootstrap,
+                seed=cfg.seed,
+                compute=compute,
+                refit=lambda t: fit_chinchilla(t, grid=grid),
+            )
+        except UserError as exc:  # no cut has enough rungs for the law: runs resampled
+            warnings.warn(f"calibrated intervals skipped: {exc}", stacklevel=2)
+    return bootstrap(table, chin, n=cfg.bootstrap, seed=cfg.seed, compute=compute)
+
+
+def calibration_summary(cal: Any) -> dict[str, Any]:
+    """What ``fits/summary.json`` records of a rolling-origin calibration."""
+    return {
+        "form_sd_per_decade": cal.form_sd_per_decade,
+        "bias_per_decade": cal.bias_per_decade,
+        "noise_sd": cal.noise_sd,
+        "n_levels": cal.n_levels,
+        "cuts": list(cal.cut_levels),
+        "coverage": cal.coverage(),
+        "points": [
+            {
+                "train_levels": p.train_levels,
+                "cut": p.cut,
+                "level": p.level,
+                "decades": p.distance,
+                "runs": p.n,
+                "mean_error": math.expm1(p.mean_log_error),
+                "mean_abs_error": p.mean_abs_rel_error,
+                "covered": p.covered,
+            }
+            for p in cal.points
+        ],
+    }
 
 
 def _holdout_check(
@@ -304,12 +356,20 @@ def fit_and_report(study: Study, fit_cfg: Any, *, force_fit: bool = False) -> di
     return summary
 
 
+def _verdict(chin: dict[str, Any]) -> str:
+    """'converged', 'converged, but: E ~ 0, ...' (the fit's cautions) or 'NOT CONVERGED'."""
+    if not chin["converged"]:
+        return "NOT CONVERGED"
+    cautions = chin.get("cautions") or []
+    return "converged" + (f", but: {', '.join(cautions)}" if cautions else "")
+
+
 def describe_fit(summary: dict[str, Any]) -> str:
     """The fit summary in a few lines (what ``scalelab study fit`` prints)."""
     p = summary["chinchilla"]["params"]
     lines = [
         f"Approach 3: L(N, D) = {p['E']:.4f} + {p['A']:.4g}/N^{p['alpha']:.4f} + {p['B']:.4g}/D^{p['beta']:.4f}"
-        f"  (rmse(log) {summary['chinchilla']['rmse_log']:.4f}, {'converged' if summary['chinchilla']['converged'] else 'NOT CONVERGED'})",
+        f"  (rmse(log) {summary['chinchilla']['rmse_log']:.4f}, {_verdict(summary['chinchilla'])})",
         f"  compute-optimal N ∝ C^{summary['chinchilla']['a']:.3f}, D ∝ C^{summary['chinchilla']['b']:.3f}",
     ]
     if summary["chinchilla"].get("excluded"):
@@ -322,6 +382,18 @@ def describe_fit(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{name}: N_opt ∝ C^{summary[key]['a']:.3f}, D_opt ∝ C^{summary[key]['b']:.3f}"
             )
+    cal = summary.get("calibration")
+    if cal:
+        cov = cal["coverage"]
+        lines.append(
+            f"  rolling-origin check over {cal['n_levels']} compute levels: model-form error "
+            f"{cal['form_sd_per_decade']:.4f} per decade (in the intervals)"
+            + (
+                f", nested 95% intervals covered {cov:.0%} of the rolled-forward rungs"
+                if cov == cov
+                else ""
+            )
+        )
     for c in summary.get("holdout", []):
         pi = f" [{c['pred_lo']:.4f}, {c['pred_hi']:.4f}]" if "pred_lo" in c else ""
         lines.append(
@@ -343,4 +415,7 @@ def describe_fit(summary: dict[str, Any]) -> str:
                 )
         if "error" in res:
             lines.append(f"downstream {key}: {res['error']}")
+    from scalelab.study.downstream import describe_label_laws
+
+    lines += describe_label_laws(summary.get("downstream", {}))
     return "\n".join(lines)
