@@ -93,9 +93,9 @@ def main() -> int:
     warnings.simplefilter("ignore")
 
     t0 = time.perf_counter()
-    fit = fit_chinchilla(table)
+    fit = fit_chinchilla(table, method="grid")
     cold = time.perf_counter() - t0
-    warm, times, fit = timed(lambda: fit_chinchilla(table), args.repeats)
+    warm, times, fit = timed(lambda: fit_chinchilla(table, method="grid"), args.repeats)
     d = fit.diagnostics
     print(
         f"batched fit: cold {cold:.2f} s, warm median {warm:.2f} s (runs {', '.join(f'{t:.2f}' for t in times)})"

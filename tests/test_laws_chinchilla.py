@@ -48,7 +48,7 @@ def test_noise_free_law_recovered_exactly_from_small_grid():
 
 def test_full_hoffmann_grid_on_noisy_planted_law():
     table = planted(noise=0.005, seed=3)
-    fit = fit_chinchilla(table)  # the default: all 4,500 starts
+    fit = fit_chinchilla(table, method="grid")  # the reference path: all 4,500 starts
     assert fit.diagnostics.n_starts == 4500
     assert fit.diagnostics.converged
     assert fit.params["E"] == pytest.approx(TRUE["E"], rel=0.03)

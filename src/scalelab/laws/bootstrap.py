@@ -190,11 +190,9 @@ def batched_refit(
     base, w = _base_table(table, fit)
     n = counts.shape[0]
     weights = counts if w is None else counts * w[None, :]
-    data = {v: getattr(base, v) for v in form.variables}
+    data = _fit_data(base, fit)
     obj = form.objective(data, np.log(base.loss), delta=fit.delta, weights=weights)
-    starts = [np.asarray(fit.theta)]
-    for opt in fit.diagnostics.local_optima[1 : 1 + extra_starts]:
-        starts.append(np.asarray(opt))
+    starts = [np.asarray(fit.theta)] + _rival_optima(fit, data, np.log(base.loss), w, extra_starts)
     k = len(starts)
     x0 = np.tile(np.array(starts), (n, 1))  # [n*k, p], resample-major
 
@@ -211,6 +209,31 @@ def batched_refit(
     return out.x[pick], ok
 
 
+def _fit_data(base: RunTable, fit: LawFit) -> dict[str, np.ndarray]:
+    return {v: getattr(base, v) for v in fit.law.variables}
+
+
+# A local optimum of the full fit whose objective is more than this factor above the best
+# cannot plausibly win a resample; starting resamples from it only costs iterations (the
+# same 10% rule as the polish of the full fit, fits._polish_best).
+RIVAL_RTOL = 0.1
+
+
+def _rival_optima(
+    fit: LawFit, data: dict, log_y: np.ndarray, w: np.ndarray | None, k: int
+) -> list[np.ndarray]:
+    """Up to ``k`` runner-up optima of the full fit within :data:`RIVAL_RTOL` of its best."""
+    full = fit.law.objective(data, log_y, delta=fit.delta, weights=w)
+    best = fit.objective
+    out = []
+    for opt in fit.diagnostics.local_optima[1 : 1 + k]:
+        x = np.asarray(opt)
+        f, _ = full.single(x)
+        if np.isfinite(f) and f <= best + RIVAL_RTOL * abs(best):
+            out.append(x)
+    return out
+
+
 def _batched(
     table: RunTable,
     fit: LawFit,
@@ -220,11 +243,11 @@ def _batched(
     extra_starts: int,
     max_iter: int,
 ) -> BootstrapResult:
-    base, _ = _base_table(table, fit)
+    base, w = _base_table(table, fit)
     counts, how, n_clusters = resample_counts(base, n, rng)
     theta_all, ok = batched_refit(table, fit, counts, extra_starts=extra_starts, max_iter=max_iter)
     form = fit.law
-    k = 1 + min(extra_starts, max(len(fit.diagnostics.local_optima) - 1, 0))
+    k = 1 + len(_rival_optima(fit, _fit_data(base, fit), np.log(base.loss), w, extra_starts))
     # A resample whose optimum runs off to infinity (e.g. A = e^800) counts as failed.
     publics_all = [form.to_public(t) if good else None for t, good in zip(theta_all, ok)]
     ok = ok & np.array([p is not None and all(map(math.isfinite, p.values())) for p in publics_all])

@@ -127,8 +127,10 @@ class FitConfig(TableConfig):
     """Huber delta on log-residuals (Hoffmann et al. 2022 used 1e-3)."""
     drop_highest: int = 0
     """Drop this many highest-loss points first (Besiroglu et al. 2024 dropped 5)."""
+    method: Literal["vpnls", "grid"] = "vpnls"
+    """chinchilla: vpnls = variable projection over the exponent plane (fast, the same optimum as the grid); grid = L-BFGS from every start of --grid."""
     grid: Literal["hoffmann", "small"] = "hoffmann"
-    """chinchilla: start grid (hoffmann = the 4,500 starts of Hoffmann et al.; small = 243). data_constrained always starts from 243 x 3 R_D* values."""
+    """chinchilla with --method grid: start grid (hoffmann = the 4,500 starts of Hoffmann et al.; small = 243; small implies --method grid). data_constrained always starts from 243 x 3 R_D* values."""
     excess_params: bool = False
     """data_constrained: also discount parameters beyond the compute-optimal size for the unique data (R_N*, Muennighoff et al. 2023, eq. 6)."""
     degree: int = 2
@@ -259,7 +261,7 @@ def _allocation(fit: Any, compute: list[float], level: float) -> Any:
 def _fit_table(cfg: FitConfig, table: Any) -> Any:
     """The configured law fitted to ``table`` (with its bootstrap when one is asked for)."""
     from scalelab.laws.bootstrap import bootstrap
-    from scalelab.laws.chinchilla import fit_chinchilla, small_grid
+    from scalelab.laws.chinchilla import fit_chinchilla, hoffmann_grid, small_grid
     from scalelab.laws.constrained import fit_data_constrained
     from scalelab.laws.expr import parse_param_bounds
     from scalelab.laws.isoflop import fit_isoflop
@@ -277,8 +279,11 @@ def _fit_table(cfg: FitConfig, table: Any) -> Any:
         return fit
     kw = {"delta": cfg.delta, "drop_highest": cfg.drop_highest}
     if cfg.form == "chinchilla":
-        grid = small_grid() if cfg.grid == "small" else None
-        fit = fit_chinchilla(table, grid=grid, **kw)
+        if cfg.method == "grid" or cfg.grid == "small":
+            grid = small_grid() if cfg.grid == "small" else hoffmann_grid()
+            fit = fit_chinchilla(table, grid=grid, **kw)
+        else:
+            fit = fit_chinchilla(table, **kw)
     elif cfg.form.startswith("kaplan_"):
         fit = fit_kaplan(table, variable=cfg.form.split("_", 1)[1].upper(), **kw)
     elif cfg.form.startswith("power_"):

@@ -77,8 +77,8 @@ class Diagnostics(Result):
     seconds: float = math.nan
     cautions: tuple[str, ...] = ()
     """Short names of the reasons (each explained in ``warnings``) not to trust an optimum
-    the optimiser calls converged: ``did not move``, ``at a bound``, ``E ~ 0``,
-    ``exponent < 0.05``, ``no spread``, ``one start``, ``units``; empty for a healthy fit."""
+    the optimiser calls converged: ``did not move``, ``at a bound``, ``E ~ 0``, ``exponent <
+    0.05``, ``no spread``, ``one start``, ``units``, ``not identified``, ``outside the profile``."""
 
     @property
     def healthy(self) -> bool:
