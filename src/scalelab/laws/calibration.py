@@ -153,7 +153,7 @@ def compute_levels(table: RunTable, by: str = "auto") -> tuple[np.ndarray, np.nd
                 raise UserError(f"{table.source}: the group column is not numeric") from None
     if values is not None:
         uniq, labels = np.unique(values, return_inverse=True)
-        how = f"values of '{table.columns.get('group', 'group')}'"
+        how = "the group column's values"
     else:
         from scalelab.laws.validation import _levels
 
