@@ -213,3 +213,29 @@ def test_a_submodule_never_shadows_the_function_of_the_same_name():
         "assert callable(bootstrap) and bootstrap.__name__ == 'bootstrap', bootstrap\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_validate_rolling_from_the_cli_then_predict_and_optimal(tmp_path, capsys):
+    from scalelab.cli import main
+
+    t = isoflop_table(9, BUDGETS[:5], curve=0.012)
+    cols = t.to_columns()
+    path = tmp_path / "runs.csv"
+    rows = zip(cols["N"], cols["D"], cols["loss"], cols["group"])
+    path.write_text(
+        "N,D,loss,budget\n" + "".join(f"{n!r},{d!r},{y!r},{g}\n" for n, d, y, g in rows)
+    )
+    out = tmp_path / "fit.json"
+    args = ["fit", str(path), "--group", "budget", "--validate", "rolling", "--bootstrap", "40"]
+    assert main([*args, "--compute", "1e21", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rolling-origin validation: 3 cuts over 5 compute levels" in text
+    assert "model-form error" in text and "calibrated: levels resampled" in text
+    fit = load_fit(out)
+    assert fit.bootstrap.calibration.n_levels == 5
+    assert main(["predict", str(out), "--n", "3e9", "--d", "1e11"]) == 0
+    assert main(["optimal", str(out), "--compute", "1e21"]) == 0
+    shown = capsys.readouterr().out
+    wide = calibrated_allocation(fit, [1e21]).intervals["n_opt"][0]
+    assert f"{wide.lo:.3g}" in shown  # optimal prints the calibrated interval
+    assert main(["fit", str(path), "--form", "isoflop", "--validate", "rolling"]) == 2
