@@ -41,6 +41,8 @@ LAW_NAMES = {
     "envelope": "loss envelope (Approach 1)",
 }
 _UNITS = {"N": "parameters", "D": "tokens", "C": "FLOPs"}
+RED = (1.0, 0.0, 0.0, 1.0)
+"""The edge of a dropped outlier's hollow marker (its legend entry keeps it)."""
 # A column RunTable derived through C = k N D (table.derive_missing names it by its formula).
 _DERIVED = re.compile(r"[0-9.eE+-]+\*N\*D|C/\([0-9.eE+-]+\*[ND]\)")
 
@@ -217,15 +219,25 @@ def point_titles(table: RunTable, note: str = "", extra: Sequence[str] | None = 
 def legend(ax: Any, **kw: Any) -> Any:
     """``ax.legend`` with neutral grey markers for points whose colour encodes a quantity
     (a colorbar explains the colours; the legend only says fitted, dropped or held out).
-    Hollow markers keep their edge colour."""
+    Hollow markers get a grey edge, except the red one of dropped outliers."""
     from matplotlib.collections import PathCollection
 
     leg = ax.legend(**kw)
     for handle in leg.legend_handles:
-        if isinstance(handle, PathCollection) and len(handle.get_facecolor()):
+        if not isinstance(handle, PathCollection):
+            continue
+        if len(handle.get_facecolor()):
             handle.set_array(None)
             handle.set_facecolor("0.45")
+        elif len(handle.get_edgecolor()) and not np.allclose(handle.get_edgecolor(), RED):
+            handle.set_edgecolor("0.45")  # hollow: grey too, but an outlier's red edge stays
     return leg
+
+
+def hollow(colors: Any = "0.45", width: float = 1.1) -> dict[str, Any]:
+    """Scatter keywords of a point the fit did not use: no fill, the edge in ``colors`` (one
+    colour or one per point). Every figure draws not-fitted points this way."""
+    return {"facecolors": "none", "edgecolors": colors, "linewidths": width}
 
 
 def _scatter(ax: Any, table: RunTable, x: np.ndarray, note: str, **kw: Any) -> Any:
@@ -244,10 +256,10 @@ def plot_loss_vs_n(
     excluded_label: str = "not fitted",
 ) -> Any:
     """Loss against N (or the law's variable), coloured by D, with the fitted law as curves
-    at a few values of D. Dropped outliers are drawn hollow; ``held_out`` runs (not fitted,
-    e.g. a study's extrapolation rung) as stars; ``excluded`` runs (left out of the fit by a
-    selection, e.g. a frontier band) hollow grey, labelled ``excluded_label``. ``n_label``
-    names N on the axis (default: the table's column)."""
+    at a few values of D. Every point the fit did not use is hollow: dropped outliers (red
+    edge), ``held_out`` runs (e.g. a study's extrapolation rung) as hollow stars, and
+    ``excluded`` runs (left out by a selection, e.g. a frontier band), labelled
+    ``excluded_label``. ``n_label`` names N on the axis (default: the table's column)."""
     from matplotlib.colors import LogNorm
 
     xvar = "N" if "N" in fit.variables else fit.variables[0]
@@ -270,9 +282,10 @@ def plot_loss_vs_n(
         _scatter(ax, dropped, x[~used], "dropped as outlier, not fitted", s=22, facecolors="none", edgecolors="r", zorder=3, label="dropped as outlier (not fitted)")  # fmt: skip
     if held_out is not None and len(held_out) and getattr(held_out, xvar, None) is not None:
         colors = cmap(norm(held_out.D)) if has_d and held_out.D is not None else "k"
-        _scatter(ax, held_out, getattr(held_out, xvar), "held out, not fitted", marker="*", s=130, c=colors, edgecolors="k", linewidths=0.6, zorder=4, label="held out (not fitted)")  # fmt: skip
+        _scatter(ax, held_out, getattr(held_out, xvar), "held out, not fitted", marker="*", s=130, zorder=4, label="held out (not fitted)", **hollow(colors))  # fmt: skip
     if excluded is not None and len(excluded) and getattr(excluded, xvar, None) is not None:
-        _scatter(ax, excluded, getattr(excluded, xvar), excluded_label, s=22, facecolors="none", edgecolors="0.45", zorder=3, label=excluded_label)  # fmt: skip
+        colors = cmap(norm(excluded.D)) if has_d and excluded.D is not None else "0.45"
+        _scatter(ax, excluded, getattr(excluded, xvar), excluded_label, s=22, zorder=3, label=excluded_label, **hollow(colors))  # fmt: skip
     extra = [t for t in (held_out, excluded) if t is not None and len(t)]
     xs = [x] + [getattr(t, xvar) for t in extra]
     lo, hi = min(float(v.min()) for v in xs), max(float(v.max()) for v in xs)
@@ -293,30 +306,57 @@ def plot_loss_vs_n(
     return fig
 
 
-def plot_residuals(table: RunTable, fit: LawFit, *, n_label: str | None = None) -> Any:
+def plot_residuals(
+    table: RunTable,
+    fit: LawFit,
+    *,
+    n_label: str | None = None,
+    held_out: RunTable | None = None,
+    excluded: RunTable | None = None,
+    excluded_label: str = "not fitted",
+) -> Any:
     """Relative residuals (predicted / observed - 1) of the fitted points against N and
-    against C, coloured by D."""
+    against C, coloured by D. ``held_out`` runs (their residual is the law's prediction
+    error) are drawn as hollow stars and ``excluded`` runs (left out by a selection) hollow,
+    labelled ``excluded_label``; a legend tells them from the fitted points."""
     from matplotlib.colors import LogNorm
 
     used = _fitted_mask(table, fit)
     t = table.subset(used)
-    pred = fit.predict(**{v: getattr(t, v) for v in fit.variables if v in ("N", "D", "C")})
-    rel = pred / t.loss - 1.0
+    groups = [(t, "fitted", "fitted", {"s": 14})]
+    for other, note, label, kw in (
+        (excluded, excluded_label, excluded_label, {"s": 22}),
+        (held_out, "held out, not fitted", "held out (not fitted)", {"s": 110, "marker": "*"}),
+    ):
+        if other is not None and len(other):
+            groups.append((other, note, label, kw))
     xs = [v for v in ("N", "C") if getattr(t, v) is not None] or ["loss"]
     fig, axes = _figure(len(xs))
-    kw: dict[str, Any] = {}
-    if t.D is not None:
-        kw = {"c": t.D, "cmap": "viridis", "norm": LogNorm(float(t.D.min()), float(t.D.max()) * 1.0001)}  # fmt: skip
-    titles = point_titles(t, "fitted", extra=[f"residual {100 * r:+.2f}%" for r in rel])
+    ds = [g[0].D for g in groups if g[0].D is not None]
+    norm = LogNorm(min(float(d.min()) for d in ds), max(float(d.max()) for d in ds) * 1.0001) if len(ds) == len(groups) else None  # fmt: skip
+    cmap = _cmap("viridis")
+    for g, (part, note, label, kw) in enumerate(groups):
+        pred = fit.predict(**{v: getattr(part, v) for v in fit.variables if v in ("N", "D", "C")})
+        rel = pred / part.loss - 1.0
+        titles = point_titles(part, note, extra=[f"residual {100 * r:+.2f}%" for r in rel])
+        colors = cmap(norm(part.D)) if norm is not None else ("C0" if g == 0 else "0.45")
+        style = {"c": part.D, "cmap": cmap, "norm": norm} if g == 0 and norm is not None else {}
+        style = style or ({"color": colors} if g == 0 else hollow(colors))
+        for ax, v in zip(axes, xs):
+            xv = getattr(part, v) if v != "loss" else part.loss
+            sc = ax.scatter(xv, 100 * rel, zorder=3 + g, label=label if len(groups) > 1 else None, **kw, **style)  # fmt: skip
+            attach_point_titles(sc, titles)
+            if g == 0:
+                mappable = sc
     for ax, v in zip(axes, xs):
-        xv = getattr(t, v) if v != "loss" else t.loss
-        sc = attach_point_titles(ax.scatter(xv, 100 * rel, s=14, **kw), titles)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(axis_label(t, v, n_label if v == "N" else None))
         ax.set_ylabel("residual: predicted / observed - 1 (%)")
-    if kw:
-        fig.colorbar(sc, ax=axes[-1], label=axis_label(t, "D"))
+    if len(groups) > 1:
+        legend(axes[0], fontsize=8)
+    if norm is not None:
+        fig.colorbar(mappable, ax=axes[-1], label=axis_label(t, "D"))
     axes[0].set_title(f"{law_name(fit)}: residuals, rmse(log) {fit.rmse_log:.3g}", fontsize=10)
     return fig
 
@@ -378,8 +418,9 @@ def plot_optimal(
     isoflop: IsoFLOPFit | None = None,
     n_label: str | None = None,
 ) -> Any:
-    """N_opt and D_opt against compute, with bootstrap bands when the fit carries them;
-    IsoFLOP minima drawn as points when given. ``n_label`` names N (``"non-embedding N"``)."""
+    """N_opt and D_opt against compute, with bootstrap bands when the fit carries them
+    (calibrated, :func:`~scalelab.laws.calibration.calibrated_allocation`, when its bootstrap
+    is); IsoFLOP minima drawn as points when given (hollow: not fitted). ``n_label`` names N (``"non-embedding N"``)."""
     if compute is None:
         if isinstance(fit, LawFit):
             c_lo, c_hi = fit.ranges.get("C", (1e18, 1e22))
@@ -390,19 +431,24 @@ def plot_optimal(
             c_lo, c_hi = min(fit.compute), max(fit.compute)
         compute = (c_lo, c_hi * 100.0)
     cs = np.geomspace(compute[0], compute[1], 60)
-    alloc = fit.optimal(cs)
+    calibrated = getattr(getattr(fit, "bootstrap", None), "calibration", None) is not None
+    if isinstance(fit, LawFit):  # the answer table's intervals (widened when calibrated)
+        from scalelab.laws.calibration import calibrated_allocation
+
+        alloc = calibrated_allocation(fit, cs)
+    else:
+        alloc = fit.optimal(cs)
     fig, axes = _figure(2)
     n_text = f"optimal {n_label} (parameters)" if n_label else "N_opt (parameters)"
     for ax, key, label in ((axes[0], "n_opt", n_text), (axes[1], "d_opt", "D_opt (tokens)")):
         ax.plot(cs, getattr(alloc, key), color="C0", lw=1.6, label=law_name(fit))
         ivs = alloc.intervals.get(key)
         if ivs:
-            ax.fill_between(cs, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color="C0", alpha=0.2, label=f"{ivs[0].level:.0%} bootstrap")  # fmt: skip
+            band = "calibrated" if calibrated else "bootstrap"
+            ax.fill_between(cs, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color="C0", alpha=0.2, label=f"{ivs[0].level:.0%} {band}")  # fmt: skip
         iso = isoflop if isoflop is not None else (fit if isinstance(fit, IsoFLOPFit) else None)
         if iso is not None:
-            used = [p for p in iso.profiles if p.used]
-            pts = ax.scatter([p.budget for p in used], [getattr(p, key) for p in used], color="C3", s=20, zorder=3, label="IsoFLOP minima (Approach 2)")  # fmt: skip
-            attach_point_titles(pts, [f"budget C = {number_label(p.budget, 4)}: N_opt = {number_label(p.n_opt, 4)}, D_opt = {number_label(p.d_opt, 4)}, loss = {number_label(p.loss_opt, 5)}" for p in used])  # fmt: skip
+            _isoflop_minima(ax, iso, key)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("compute C (FLOPs)")
@@ -410,6 +456,21 @@ def plot_optimal(
         ax.legend(fontsize=8)
     axes[0].set_title("compute-optimal allocation", fontsize=10)
     return fig
+
+
+def _isoflop_minima(ax: Any, iso: IsoFLOPFit, key: str) -> None:
+    """The IsoFLOP minima on an allocation panel: those the Approach 2 fit used filled, the
+    rest (not bracketed) hollow."""
+    for used, label, style in (
+        (True, "IsoFLOP minima (Approach 2)", {"color": "C3"}),
+        (False, "IsoFLOP minima not fitted (not bracketed)", hollow("C3")),
+    ):
+        sel = [p for p in iso.profiles if p.used == used and math.isfinite(getattr(p, key))]
+        if not sel:
+            continue
+        note = "" if used else " (not fitted)"
+        pts = ax.scatter([p.budget for p in sel], [getattr(p, key) for p in sel], s=20, zorder=3, label=label, **style)  # fmt: skip
+        attach_point_titles(pts, [f"budget C = {number_label(p.budget, 4)}: N_opt = {number_label(p.n_opt, 4)}, D_opt = {number_label(p.d_opt, 4)}, loss = {number_label(p.loss_opt, 5)}{note}" for p in sel])  # fmt: skip
 
 
 def plot_extrapolation(result: Any) -> Any:

@@ -1,9 +1,14 @@
 """The study report: ``STUDY/report.html`` (self-contained) and ``STUDY/report.md``.
 
-Sections: headline, plan and rungs, loss curves, loss against N / D / C with the fitted
-law and its bands, IsoFLOP profiles, compute-optimal N and D against C, per-source
-validation losses, the extrapolation check on the held-out rung(s), the fitted laws with
-intervals, residuals, and (when present) the downstream section.
+Sections: headline (with a warning when the law is not identified), the answer (the
+compute-optimal N, D, tokens per parameter and loss with 95% intervals at the study's compute
+levels and at 10x and 100x the largest, :mod:`scalelab.study.answer`), plan and rungs, loss
+curves, loss against N / D / C with the fitted law and its bands, IsoFLOP profiles,
+compute-optimal N and D against C, the fitted laws with intervals beside the published
+Chinchilla fits, residuals, the extrapolation check on the held-out rung(s), per-source
+validation losses, and (when present) the downstream section. In every figure the rungs the
+law was not fitted to (held out, or outside a frontier band) are drawn hollow (dashed or
+dotted curves) and named in the legend; only the fits' own warnings reach the page.
 """
 
 from __future__ import annotations
@@ -21,6 +26,16 @@ from scalelab.study.study import Study
 N_LABEL = "non-embedding N"
 """The study's N is always the non-embedding parameter count (Kaplan et al. 2020, Sec. 2.1)."""
 N_AXIS = f"{N_LABEL} (parameters)"
+EXCLUDED = "outside the frontier band (not fitted)"
+"""What the figures call a fit rung the saved law left out (``fits.chinchilla.rungs``)."""
+
+
+def fit_role(r: dict[str, Any], used: set[str] | None) -> str:
+    """``fit`` (a point of the saved law), ``excluded`` (a fit rung it left out) or
+    ``holdout``; every fit rung counts as fitted when ``used`` is empty or None."""
+    if r["role"] == "holdout":
+        return "holdout"
+    return "fit" if not used or r["rung"] in used else "excluded"
 
 
 def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.4):
@@ -37,8 +52,9 @@ def _lognorm(values: list[float]):
     return LogNorm(vmin=lo, vmax=hi * 1.0001 if hi > lo else lo * 1.01)
 
 
-def plot_curves(study: Study, rows: list[dict[str, Any]]):
-    """Validation loss against tokens for every rung, coloured by N (dashed: held out)."""
+def plot_curves(study: Study, rows: list[dict[str, Any]], used: set[str] | None = None):
+    """Validation loss against tokens for every rung, coloured by N (dashed: held out;
+    dotted: left out of the fit)."""
     import matplotlib
 
     fig, (ax,) = _figure()
@@ -55,25 +71,30 @@ def plot_curves(study: Study, rows: list[dict[str, Any]]):
             pts[:, 1],
             color=cmap(norm(r["N"])),
             lw=1.2,
-            ls="--" if r["role"] == "holdout" else "-",
+            ls={"fit": "-", "holdout": "--", "excluded": ":"}[fit_role(r, used)],
         )
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=N_AXIS)
     ax.plot([], [], color="0.35", lw=1.2, label="fitted rungs")
-    if any(r["role"] == "holdout" for r in done):
+    roles = {fit_role(r, used) for r in done}
+    if "excluded" in roles:
+        ax.plot([], [], color="0.35", lw=1.2, ls=":", label=EXCLUDED)
+    if "holdout" in roles:
         ax.plot([], [], color="0.35", lw=1.2, ls="--", label="held out (not fitted)")
     ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("tokens D")
     ax.set_ylabel("validation loss")
-    ax.set_title("validation loss curves (dashed: held out)", fontsize=10)
+    ax.set_title("validation loss curves (dashed: held out; dotted: not fitted)", fontsize=10)
     return fig
 
 
-def rung_title(r: dict[str, Any], conv: str) -> str:
+def rung_title(r: dict[str, Any], conv: str, used: set[str] | None = None) -> str:
     """The hover line of a rung's point in the SVG figures."""
     from scalelab.laws.plots import number_label as num
 
-    role = "fitted" if r["role"] == "fit" else "held out, not fitted"
+    role = {"fit": "fitted", "holdout": "held out, not fitted", "excluded": EXCLUDED}[
+        fit_role(r, used)
+    ]
     c = r.get(f"C_{conv}")
     return (
         f"rung {r['rung']}: N = {num(r['N'], 4)}, D = {num(r['D'], 4)}"
@@ -82,12 +103,17 @@ def rung_title(r: dict[str, Any], conv: str) -> str:
     )
 
 
-def plot_loss_vs(rows: list[dict[str, Any]], chin: Any, var: str, conv: str):
-    """Loss against D or C; the law's compute-optimal frontier on the C panel."""
+def plot_loss_vs(
+    rows: list[dict[str, Any]], chin: Any, var: str, conv: str, used: set[str] | None = None
+):
+    """Loss against D or C; the law's compute-optimal frontier on the C panel. Rungs the law
+    was not fitted to are hollow: held out (stars) and ``excluded`` (circles)."""
     import matplotlib
 
-    from scalelab.laws.plots import law_name, legend
+    from scalelab.laws.calibration import calibrated_allocation
+    from scalelab.laws.plots import hollow, law_name, legend
     from scalelab.laws.svg import attach_point_titles
+    from scalelab.study.answer import allocation_law
 
     fig, (ax,) = _figure()
     key = {"D": "D", "C": f"C_{conv}"}[var]
@@ -97,18 +123,21 @@ def plot_loss_vs(rows: list[dict[str, Any]], chin: Any, var: str, conv: str):
     for role, marker, size, label in (
         ("fit", "o", 22, "fitted rungs"),
         ("holdout", "*", 90, "held out (not fitted)"),
+        ("excluded", "o", 24, EXCLUDED),
     ):
-        sel = [r for r in done if r["role"] == role]
+        sel = [r for r in done if fit_role(r, used) == role]
         if sel:
-            pts = ax.scatter([r[key] for r in sel], [r["final_val_loss"] for r in sel], c=[cmap(norm(r["N"])) for r in sel], marker=marker, s=size, zorder=3, label=label)  # fmt: skip
-            attach_point_titles(pts, [rung_title(r, conv) for r in sel])
+            colors = [cmap(norm(r["N"])) for r in sel]
+            style = {"c": colors} if role == "fit" else hollow(colors)
+            pts = ax.scatter([r[key] for r in sel], [r["final_val_loss"] for r in sel], marker=marker, s=size, zorder=3, label=label, **style)  # fmt: skip
+            attach_point_titles(pts, [rung_title(r, conv, used) for r in sel])
     if chin is not None and var == "C":
         cs = np.geomspace(min(r[key] for r in done) / 2, max(r[key] for r in done) * 4, 80)
-        alloc = chin.optimal(cs)
+        alloc = calibrated_allocation(allocation_law(chin), cs)
         ax.plot(cs, alloc.loss, color="k", lw=1.2, label=f"{law_name(chin)} at the compute-optimal N, D")  # fmt: skip
         ivs = alloc.intervals.get("loss")
         if ivs:
-            ax.fill_between(cs, [i.lo for i in ivs], [i.hi for i in ivs], color="k", alpha=0.12, label=f"{ivs[0].level:.0%} bootstrap")  # fmt: skip
+            ax.fill_between(cs, [i.lo for i in ivs], [i.hi for i in ivs], color="k", alpha=0.12, label=f"{ivs[0].level:.0%} interval")  # fmt: skip
     elif chin is not None:
         for n in sorted({r["N"] for r in done})[:: max(1, len({r["N"] for r in done}) // 5)]:
             ds = np.geomspace(min(r["D"] for r in done) / 2, max(r["D"] for r in done) * 2, 60)
@@ -119,13 +148,13 @@ def plot_loss_vs(rows: list[dict[str, Any]], chin: Any, var: str, conv: str):
     ax.set_xscale("log")
     ax.set_xlabel({"D": "tokens D", "C": f"compute C ({conv} FLOPs)"}[var])
     ax.set_ylabel("final validation loss")
-    ax.set_title(f"loss against {var} (stars: held out)", fontsize=10)
+    ax.set_title(f"loss against {var} (hollow: not fitted)", fontsize=10)
     return fig
 
 
-def plot_sources(rows: list[dict[str, Any]]):
-    """Final validation loss per source against N."""
-    from scalelab.laws.plots import number_label
+def plot_sources(rows: list[dict[str, Any]], used: set[str] | None = None):
+    """Final validation loss per source against N (hollow: rungs the law was not fitted to)."""
+    from scalelab.laws.plots import hollow, number_label
     from scalelab.laws.svg import attach_point_titles
 
     done = [r for r in rows if r["status"] == "completed"]
@@ -134,13 +163,20 @@ def plot_sources(rows: list[dict[str, Any]]):
         return None
     fig, (ax,) = _figure()
     for i, s in enumerate(sources):
-        pts = sorted(
-            (r["N"], r[f"val_loss/{s}"], r["rung"])
-            for r in done
-            if r.get(f"val_loss/{s}") is not None
-        )
-        pts_ = ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, color=f"C{i}", label=s)
-        attach_point_titles(pts_, [f"rung {p[2]}: N = {number_label(p[0], 4)}, {s} loss = {number_label(p[1], 5)}" for p in pts])  # fmt: skip
+        for fitted in (True, False):
+            pts = sorted(
+                (r["N"], r[f"val_loss/{s}"], r["rung"])
+                for r in done
+                if r.get(f"val_loss/{s}") is not None and (fit_role(r, used) == "fit") == fitted
+            )
+            if not pts:
+                continue
+            style = {"color": f"C{i}", "label": s} if fitted else hollow(f"C{i}")
+            note = "" if fitted else " (not fitted)"
+            pts_ = ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, **style)
+            attach_point_titles(pts_, [f"rung {p[2]}: N = {number_label(p[0], 4)}, {s} loss = {number_label(p[1], 5)}{note}" for p in pts])  # fmt: skip
+    if any(fit_role(r, used) != "fit" for r in done):
+        ax.scatter([], [], s=16, label="hollow: not fitted", **hollow())
     ax.set_xscale("log")
     ax.set_xlabel(N_AXIS)
     ax.set_ylabel("final validation loss")
@@ -152,7 +188,7 @@ def plot_sources(rows: list[dict[str, Any]]):
 def plot_holdout(checks: list[dict[str, Any]]):
     fig, (ax,) = _figure(width=5.0, height=3.6)
     for i, c in enumerate(checks):
-        ax.scatter([i], [c["actual"]], color="k", zorder=3, label="measured" if i == 0 else None)
+        ax.scatter([i], [c["actual"]], marker="*", s=90, facecolors="none", edgecolors="k", zorder=3, label="measured (held out, not fitted)" if i == 0 else None)  # fmt: skip
         lo, hi = c.get("pred_lo"), c.get("pred_hi")
         if lo is not None:
             ax.errorbar([i], [c["estimate"]], yerr=[[c["estimate"] - lo], [hi - c["estimate"]]], fmt="o", color="C3", capsize=4, label="predicted (95% PI)" if i == 0 else None)  # fmt: skip
@@ -185,12 +221,17 @@ def build_report(study: Study) -> tuple[Path, Path]:
         f"Scaling study: {study.root.name}",
         subtitle=f"{plan.design} design, {plan.base.arch} models",
     )
+    used = study.fitted_rungs(rows)
     _headline(rep, study, rows, done, conv, chin, fits)
-    _plan_section(rep, study, rows, conv)
     if chin is not None and done:
-        _law_sections(rep, rows, done, chin, iso, fits, conv, used=study.fitted_rungs(rows))
+        from scalelab.study.answer import answer_section
 
-    fig = plot_sources(rows)
+        answer_section(rep, study, chin, used)
+    _plan_section(rep, study, rows, conv, used)
+    if chin is not None and done:
+        _law_sections(rep, rows, done, chin, iso, fits, conv, used=used)
+
+    fig = plot_sources(rows, used)
     if fig is not None:
         rep.heading("Validation loss by source")
         rep.figure(
@@ -227,13 +268,19 @@ def _headline(
         f"dataset {dataset or 'not prepared yet'}."
     )
     if chin is not None:
-        p = chin.params
+        from scalelab.study.answer import exponent_intervals, identification_warning, interval_text
+
+        p, ivs = chin.params, exponent_intervals(chin)
+        a, b = (f"{v:.3f}" + (f" {interval_text(ivs[k])}" if k in ivs else "") for k, v in zip("ab", chin.exponents))  # fmt: skip
         rep.paragraph(
             f"Approach 3 law: L(N, D) = {p['E']:.3f} + {p['A']:.4g}/N^{p['alpha']:.3f} + {p['B']:.4g}/D^{p['beta']:.3f} "
-            f"(fitted on {fits.get('n_fit')} rungs{_band_text(fits)}; compute-optimal N ∝ C^{chin.exponents[0]:.3f}, "
-            f"D ∝ C^{chin.exponents[1]:.3f}).",
+            f"(fitted on {fits.get('n_fit')} rungs{_band_text(fits)}; compute-optimal N ∝ C^a, a = {a}; "
+            f"D ∝ C^b, b = {b}" + ("; 95% intervals)." if ivs else ")."),
             style="note",
         )
+        warning = identification_warning(chin)
+        if warning:
+            rep.paragraph(warning, style="warn")
     for c in fits.get("holdout", []):
         interval = (
             f" (95% prediction interval {c['pred_lo']:.4f}–{c['pred_hi']:.4f})"
@@ -258,7 +305,9 @@ def _headline(
         )
 
 
-def _plan_section(rep: Report, study: Study, rows: list[dict[str, Any]], conv: str) -> None:
+def _plan_section(
+    rep: Report, study: Study, rows: list[dict[str, Any]], conv: str, used: set[str] | None
+) -> None:
     """Every rung of the plan as a table, then the loss curves."""
     rep.heading("Plan and rungs")
     levels = any(r.get("budget") for r in rows if r["role"] == "fit")
@@ -286,7 +335,7 @@ def _plan_section(rep: Report, study: Study, rows: list[dict[str, Any]], conv: s
         caption="Every rung of the plan, by compute level then size (held-out rungs last); "
         "N counts non-embedding parameters (Kaplan et al. 2020).",
     )
-    fig = plot_curves(study, rows)
+    fig = plot_curves(study, rows, used)
     if fig is not None:
         rep.figure(fig, "curves", "Validation loss during training (intermediate evaluations).")
 
@@ -335,6 +384,7 @@ def _law_sections(
     """Loss against N, D and C, the allocation, the fitted laws and the extrapolation check.
     ``used``: the rung ids the saved fit used (default: every fit rung)."""
     from scalelab.laws.plots import plot_loss_vs_n, plot_residuals
+    from scalelab.study.answer import fit_notes, identification_warning, law_rows
 
     fit_rows = [r for r in done if r["role"] == "fit"]
     # The points of the saved fit (a frontier band fits only some of the fit rungs).
@@ -342,45 +392,52 @@ def _law_sections(
     table = _rung_table([r for r in fit_rows if r["rung"] in used])
     outside = [r for r in fit_rows if r["rung"] not in used]
     held = [r for r in done if r["role"] == "holdout" and r["final_val_loss"] is not None]
+    not_fitted = {
+        "held_out": _rung_table(held) if held else None,
+        "excluded": _rung_table(outside) if outside else None,
+        "excluded_label": EXCLUDED,
+    }
     rep.heading("Loss against N, D and C")
     rep.figure(
-        plot_loss_vs_n(
-            table,
-            chin,
-            n_label=N_LABEL,
-            held_out=_rung_table(held) if held else None,
-            excluded=_rung_table(outside) if outside else None,
-            excluded_label="outside the frontier band (not fitted)",
-        ),
+        plot_loss_vs_n(table, chin, n_label=N_LABEL, **not_fitted),
         "loss_vs_n",
         "Loss against non-embedding N, coloured by D, with the fitted law at several D "
-        "(stars: held-out rungs; hollow: rungs the fit did not use).",
+        "(hollow: rungs the fit did not use; hollow stars: held-out rungs).",
     )
     rep.figure(
-        plot_loss_vs(rows, chin, "D", conv),
+        plot_loss_vs(rows, chin, "D", conv, used),
         "loss_vs_d",
-        "Loss against tokens, with the law at several N.",
+        "Loss against tokens, with the law at several N (hollow: not fitted).",
     )
     rep.figure(
-        plot_loss_vs(rows, chin, "C", conv),
+        plot_loss_vs(rows, chin, "C", conv, used),
         "loss_vs_c",
-        "Loss against compute; the line is the law along its compute-optimal frontier (band: bootstrap 95%).",
+        "Loss against compute; the line is the law along its compute-optimal frontier "
+        "(band: the answer table's 95% interval; hollow: not fitted).",
     )
     _allocation_section(rep, fit_rows, chin, iso, conv)
     rep.heading("Fitted laws")
+    warning = identification_warning(chin)
+    if warning:
+        rep.paragraph(warning, style="warn")
     rep.table(
-        _law_rows(chin, fits),
+        law_rows(chin, fits),
         caption="Approach 3 parameters with bootstrap 95% intervals ("
-        + ("compute levels resampled)." if fits.get("calibration") else "runs resampled)."),
+        + ("compute levels resampled" if fits.get("calibration") else "runs resampled")
+        + "), beside the published Chinchilla laws: Besiroglu et al. 2024 (arXiv:2404.10102, "
+        "Table 1), Hoffmann et al. 2022 (arXiv:2203.15556, eq. 10 and Table 2). Those count "
+        "total parameters and MassiveText tokens, this study non-embedding N and its own "
+        "tokenizer: E, A and B are not comparable across studies, the exponents are.",
     )
     rep.table(
         _approach_rows(chin, fits),
         caption="Compute-optimal exponents by approach (Hoffmann et al. 2022 found a ≈ b ≈ 0.5).",
     )
     rep.figure(
-        plot_residuals(table, chin, n_label=N_LABEL),
+        plot_residuals(table, chin, n_label=N_LABEL, **not_fitted),
         "residuals",
-        "Residuals of the Approach 3 fit.",
+        "Residuals of the Approach 3 fit (hollow: rungs it was not fitted to; for a held-out "
+        "rung the residual is the law's prediction error).",
     )
     if fits.get("holdout"):
         _holdout_section(rep, fits["holdout"])
@@ -389,7 +446,7 @@ def _law_sections(
     notes = fits.get("chinchilla", {}).get("warnings", []) + fits.get("isoflop", {}).get(
         "warnings", []
     )
-    for n in notes:
+    for n in fit_notes(notes):
         rep.paragraph(n, style="warn")
 
 
@@ -404,7 +461,8 @@ def _allocation_section(
     rep.figure(
         plot_optimal(chin, isoflop=iso, n_label=N_LABEL),
         "optimal",
-        "N_opt and D_opt against compute from the Approach 3 law (bands: bootstrap), IsoFLOP minima as points.",
+        "N_opt and D_opt against compute from the Approach 3 law (bands: the answer table's 95% "
+        "intervals), IsoFLOP minima as points (hollow: not fitted, not bracketed).",
     )
     if iso is None:
         return
@@ -521,32 +579,3 @@ def _band_text(fits: dict[str, Any]) -> str:
         f" within {100 * chin['frontier_band']:.0f}% of the best loss at their compute level; "
         f"left out: {', '.join(chin['excluded'])}"
     )
-
-
-def _law_rows(chin: Any, fits: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    boot = chin.bootstrap
-    intervals = getattr(boot, "intervals", {}) if boot is not None else {}
-    for name in ("E", "A", "B", "alpha", "beta"):
-        iv = intervals.get(name)
-        out.append(
-            {
-                "parameter": name,
-                "estimate": chin.params[name],
-                "95% low": getattr(iv, "lo", None),
-                "95% high": getattr(iv, "hi", None),
-            }
-        )
-    for key in ("a", "b"):
-        iv = intervals.get(key)
-        val = fits.get("chinchilla", {}).get(key)
-        if val is not None and not (isinstance(val, float) and math.isnan(val)):
-            out.append(
-                {
-                    "parameter": key,
-                    "estimate": val,
-                    "95% low": getattr(iv, "lo", None),
-                    "95% high": getattr(iv, "hi", None),
-                }
-            )
-    return out
