@@ -65,8 +65,10 @@ def _windows(arr: np.ndarray, width: int) -> np.ndarray:
 
 def test_decoder_batches_are_deterministic_and_shifted(datasets):
     ds, _ = datasets
-    sampler = DecoderBatches(ds, seq_len=32, batch_size=8, seed=7)
-    a, b = sampler.get(3, 1), DecoderBatches(ds, seq_len=32, batch_size=8, seed=7).get(3, 1)
+    # Two micro-batches a step (the epoch order numbers the samples across them).
+    sampler = DecoderBatches(ds, seq_len=32, batch_size=8, seed=7, accum=2)
+    a = sampler.get(3, 1)
+    b = DecoderBatches(ds, seq_len=32, batch_size=8, seed=7, accum=2).get(3, 1)
     assert a["input_ids"].shape == a["labels"].shape == (8, 32)
     assert a["input_ids"].dtype == torch.long and a["labels"].dtype == torch.long
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
@@ -80,7 +82,7 @@ def test_decoder_batches_are_deterministic_and_shifted(datasets):
     for other in (
         sampler.get(4, 1),
         sampler.get(3, 0),
-        DecoderBatches(ds, seq_len=32, batch_size=8, seed=8).get(3, 1),
+        DecoderBatches(ds, seq_len=32, batch_size=8, seed=8, accum=2).get(3, 1),
     ):
         assert not torch.equal(other["input_ids"], a["input_ids"])
 

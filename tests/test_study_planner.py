@@ -336,7 +336,10 @@ def test_the_plan_shows_epochs_of_a_prepared_corpus_and_flags_repetition(tiny_bp
 
     train = open_dataset(tiny_bpe_dataset).manifest["splits"]["train"]["tokens"]
     argv = ["plan", "--base.dataset", str(tiny_bpe_dataset), "--dry-run", "--budget-flops"]
-    assert main([*argv, "1e12"]) == 0
+    assert main([*argv, "1e12"]) == 2  # above one epoch: refused unless --max-epochs allows it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epochs of the" in err[0] and "--max-epochs" in err[0]
+    assert main([*argv, "1e12", "--max-epochs", "25"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "epochs" in lines[0]
@@ -344,4 +347,5 @@ def test_the_plan_shows_epochs_of_a_prepared_corpus_and_flags_repetition(tiny_bp
     for row in rows:  # epochs = D / training tokens of the corpus
         assert float(row[-2]) == pytest.approx(int(row[4].replace(",", "")) / train, abs=0.006)
     over = sum(int(row[4].replace(",", "")) > train for row in rows)
-    assert over > 0 and f"note: {over} rung(s)" in out and "more than one epoch" in out
+    assert over > 0 and "note: Data repetition (allowed by max_epochs 25)" in out
+    assert f"{over} rung(s) train more than one epoch" in out

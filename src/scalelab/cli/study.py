@@ -40,6 +40,13 @@ def _register_demo_and_plan(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--workers", type=count, default=0, help="rungs trained at once (0: automatic)"
     )
+    demo.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="a prepared dataset (scalelab data prepare) instead of the built-in corpus; "
+        "the gpu preset needs one",
+    )
     demo.set_defaults(func=_demo)
 
     plan = subparser(
@@ -203,4 +210,4 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from scalelab.study.presets import run_demo
 
-    return run_demo(args.preset, out=args.out, workers=args.workers)
+    return run_demo(args.preset, out=args.out, workers=args.workers, dataset=args.dataset)

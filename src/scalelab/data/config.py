@@ -13,6 +13,13 @@ from scalelab.errors import UserError
 #: The default corpus: every built-in source at its natural size (see DATA.md).
 DEFAULT_SOURCES = ("shakespeare", "wikipedia", "news", "bible")
 
+#: How training windows are drawn from a prepared dataset (:mod:`scalelab.data.batches`):
+#: a seeded permutation per epoch, or i.i.d. with replacement (before scalelab 0.3.0).
+#: A training choice, not part of :class:`DataConfig`: that config is the dataset's
+#: identity (its fields make the content hash that names the directory), and the same
+#: prepared dataset serves both samplers.
+Sampling = Literal["epoch", "iid"]
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 

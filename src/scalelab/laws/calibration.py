@@ -406,7 +406,9 @@ def later_cuts(cal: Calibration) -> list[int]:
 def widen(iv: Interval, spread: float, z: float, *, log: bool) -> Interval:
     """``iv`` with ``z * spread`` added in quadrature to each half-width (in log space if
     ``log``)."""
-    if not (math.isfinite(spread) and spread > 0 and math.isfinite(iv.lo)):
+    if not (math.isfinite(spread) and spread > 0 and math.isfinite(iv.lo) and math.isfinite(iv.hi)):
+        return iv
+    if log and not (iv.lo > 0 and iv.estimate > 0):  # a bound at 0: no log-space half-width
         return iv
     f = math.log if log else (lambda v: v)
     g = math.exp if log else (lambda v: v)

@@ -133,6 +133,9 @@ def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
         out["downstream"] = fit_downstream(
             study, n_boot=min(cfg.bootstrap, 500) or 200, seed=cfg.seed
         )
+    note = study.repetition_note()
+    if note:
+        out["repetition_note"] = note
     atomic_write_json(fits_dir / "summary.json", out)
     return out
 
@@ -181,7 +184,7 @@ def _fit_approach3(
         "rmse_log": chin.rmse_log,
         "a": chin.exponents[0],
         "b": chin.exponents[1],
-        "warnings": [str(w.message) for w in caught],
+        "warnings": _fit_warnings(caught),
         "frontier_band": cfg.frontier_band if all_rungs is not None else None,
         "excluded": sorted({r["rung"] for r in fit_rows} - {r["rung"] for r in near}),
         # The points of this law: results.csv's in_fit column marks them.
@@ -236,6 +239,13 @@ def calibration_summary(cal: Any) -> dict[str, Any]:
     }
 
 
+def _fit_warnings(caught: list[Any]) -> list[str]:
+    """The fit's own warnings (numpy's RuntimeWarnings from trial points are noise)."""
+    return list(
+        dict.fromkeys(str(w.message) for w in caught if not issubclass(w.category, RuntimeWarning))
+    )
+
+
 def _holdout_check(
     r: dict, chin: Any, all_rungs: Any, fit_rows: list[dict], loss: str, conv: str
 ) -> dict[str, Any]:
@@ -277,7 +287,7 @@ def _fit_approach2(table: Any, fits_dir: Any) -> dict[str, Any]:
         return {
             "a": iso.a,
             "b": iso.b,
-            "warnings": list(iso.warnings) + [str(w.message) for w in caught],
+            "warnings": list(iso.warnings) + _fit_warnings(caught),
         }
 
 
@@ -382,6 +392,9 @@ def describe_fit(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{name}: N_opt ∝ C^{summary[key]['a']:.3f}, D_opt ∝ C^{summary[key]['b']:.3f}"
             )
+    skipped = [w for w in summary["chinchilla"].get("warnings", []) if w.startswith("calibrated")]
+    if skipped:
+        lines.append(f"  {skipped[0].split(' (')[0]} (runs resampled instead)")
     cal = summary.get("calibration")
     if cal:
         cov = cal["coverage"]
@@ -418,4 +431,6 @@ def describe_fit(summary: dict[str, Any]) -> str:
     from scalelab.study.downstream import describe_label_laws
 
     lines += describe_label_laws(summary.get("downstream", {}))
+    if summary.get("repetition_note"):  # Study.repetition_note(): rungs above one epoch
+        lines.append(f"note: {summary['repetition_note']}")
     return "\n".join(lines)

@@ -41,7 +41,7 @@ import numpy as np
 
 from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.study.policy import HyperPolicy
+from scalelab.study.policy import MAX_EPOCHS, HyperPolicy, repetition_error, repetition_note
 from scalelab.train.pretrain import PretrainConfig
 
 Design = Literal["isoflop", "ladder", "grid"]
@@ -98,6 +98,8 @@ class PlanConfig(Config):
     """Compute of the held-out rung relative to the largest fitted budget."""
     min_tokens: int = 65_536
     """Never plan a rung with fewer training tokens than this."""
+    max_epochs: float = MAX_EPOCHS
+    """Refuse a rung that trains more epochs of the training split than this (above 1 the data repeats, and the plan and the report say so)."""
     base: PretrainConfig = field(default_factory=PretrainConfig)
     """Pretraining settings shared by every rung (arch, data, seq_len, precision, ...)."""
     policy: HyperPolicy = field(default_factory=HyperPolicy)
@@ -144,7 +146,7 @@ class PlanConfig(Config):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UserError(f"{name} must be positive and finite, got {value}")
-        scalars = ("budget_ratio", "size_spread", "holdout_factor", "n_min", "n_max")
+        scalars = ("budget_ratio", "size_spread", "holdout_factor", "n_min", "n_max", "max_epochs")
         lists = ("tokens_per_param", "sizes", "tokens")
         for name in (*scalars, "aspect_ratio", "prior_tokens_per_param", *lists):
             values = getattr(self, name)
@@ -213,12 +215,13 @@ def _rung(
     cfg: PlanConfig,
     *,
     rid: str,
-    role: str,
-    budget: float | None,
     n_target: float,
-    tokens: float | None,
     vocab_size: int,
+    role: str = "fit",
+    budget: float | None = None,
+    tokens: float | None = None,
 ) -> Rung:
+    """The rung of size ``n_target`` trained on ``tokens`` (None: exactly ``budget``)."""
     from scalelab.models.accounting import flops_per_token, param_counts, training_flops
 
     mcfg = _model_cfg(cfg, n_target, vocab_size)
@@ -400,17 +403,7 @@ def _isoflop_rungs(cfg: PlanConfig, budget: float, vocab_size: int) -> list[Rung
     for i, c in enumerate(levels):
         centre = _prior_n_opt(cfg, c, vocab_size)
         for j, n in enumerate(np.geomspace(centre / half, centre * half, cfg.sizes_per_budget)):
-            rungs.append(
-                _rung(
-                    cfg,
-                    rid=f"c{i}-n{j}",
-                    role="fit",
-                    budget=c,
-                    n_target=n,
-                    tokens=None,
-                    vocab_size=vocab_size,
-                )
-            )
+            rungs.append(_rung(cfg, rid=f"c{i}-n{j}", budget=c, n_target=n, vocab_size=vocab_size))
     return rungs
 
 
@@ -425,15 +418,7 @@ def _explicit_rungs(cfg: PlanConfig, vocab_size: int) -> list[Rung]:
     else:
         pairs = [(n, d) for n in cfg.sizes for d in cfg.tokens]
     return [
-        _rung(
-            cfg,
-            rid=f"r{i:02d}",
-            role="fit",
-            budget=None,
-            n_target=n,
-            tokens=d,
-            vocab_size=vocab_size,
-        )
+        _rung(cfg, rid=f"r{i:02d}", n_target=n, tokens=d, vocab_size=vocab_size)
         for i, (n, d) in enumerate(pairs)
     ]
 
@@ -459,16 +444,9 @@ def plan_rungs(
     for h in range(cfg.holdout):
         c = top * cfg.holdout_factor * (1 + h)
         n = _prior_n_opt(cfg, c, vocab_size)
+        rid = f"holdout{h}"
         rungs.append(
-            _rung(
-                cfg,
-                rid=f"holdout{h}",
-                role="holdout",
-                budget=c,
-                n_target=n,
-                tokens=None,
-                vocab_size=vocab_size,
-            )
+            _rung(cfg, rid=rid, role="holdout", budget=c, n_target=n, vocab_size=vocab_size)
         )
     fit = sorted((r for r in rungs if r.role == "fit"), key=lambda r: r.flops[conv])
     return fit + [r for r in rungs if r.role == "holdout"]
@@ -486,7 +464,8 @@ def with_estimates(rungs: list[Rung], probe: dict[str, Any] | None) -> list[Rung
 # ====================================================================== the plan stage
 
 
-def _vocab_size(plan: PlanConfig) -> int:
+def plan_vocab_size(plan: PlanConfig) -> int:
+    """The vocabulary of the plan's models: its dataset's, else the data config's."""
     if plan.base.dataset:
         from scalelab.data.prepare import open_dataset
 
@@ -495,13 +474,18 @@ def _vocab_size(plan: PlanConfig) -> int:
 
 
 def make_plan(
-    plan: PlanConfig, *, probe: bool, workers: int = 0
+    plan: PlanConfig, *, probe: bool, workers: int = 0, unique_tokens: int | None = None
 ) -> tuple[list[Rung], dict[str, Any]]:
-    """Rungs of ``plan`` with estimated times; a wall-clock budget is converted with the probe."""
+    """Rungs of ``plan`` with estimated times; a wall-clock budget is converted with the probe.
+
+    With the training split's size known (``unique_tokens``, else ``base.dataset``'s), a
+    rung above ``max_epochs`` epochs of it is refused (:func:`repetition_error`).
+    """
     from scalelab.study.jobs import cpu_only, resolve_parallelism
     from scalelab.study.probe import budget_for_hours, probe_rungs
 
-    vocab = _vocab_size(plan)
+    vocab = plan_vocab_size(plan)
+    unique = unique_tokens or train_tokens(plan)
     n_workers, threads = resolve_parallelism(workers, 0, cpu=cpu_only(plan.base.runtime.device))
     facts: dict[str, Any] = {"vocab_size": vocab, "workers": n_workers, "threads": threads}
     budget = plan.budget_flops
@@ -509,6 +493,11 @@ def make_plan(
         budget, facts["probe"] = budget_for_hours(plan, vocab, workers=n_workers, threads=threads)
         facts["budget_hours"] = plan.budget_hours
     rungs = plan_rungs(plan, vocab_size=vocab, budget_flops=budget)
+    if unique:
+        facts["train_tokens"] = unique
+        refusal = repetition_error(rungs, unique, plan.max_epochs)
+        if refusal is not None:
+            raise refusal
     if probe and "probe" not in facts:
         facts["probe"] = probe_rungs(plan, rungs, vocab, threads)
     facts["budget_flops"] = budget
@@ -516,18 +505,26 @@ def make_plan(
 
 
 def train_tokens(plan: PlanConfig) -> int | None:
-    """Tokens in the training split of the plan's prepared dataset (None: not prepared yet)."""
-    if not plan.base.dataset:
-        return None
+    """:func:`dataset_train_tokens` of ``base.dataset`` (None without one: the data is
+    prepared when the study runs)."""
+    return dataset_train_tokens(plan.base.dataset) if plan.base.dataset else None
+
+
+def dataset_train_tokens(dataset: str | Path) -> int | None:
+    """Training tokens of the sources a prepared dataset's mixture samples (weight > 0)."""
     from scalelab.data.prepare import open_dataset
 
-    split = open_dataset(plan.base.dataset).manifest.get("splits", {}).get("train", {})
-    return int(split["tokens"]) if split.get("tokens") else None
+    ds = open_dataset(dataset)
+    mix = ds.mixture
+    return sum(ds.num_tokens("train", s) for s in ds.sources if mix.get(s, 0) > 0) or None
 
 
-def plan_table(rungs: list[Rung], convention: str, corpus_tokens: int | None = None) -> str:
+def plan_table(
+    rungs: list[Rung], convention: str, corpus_tokens: int | None = None, max_epochs: float = 1.0
+) -> str:
     """The rungs as a text table (what ``scalelab plan`` prints); with ``corpus_tokens``
-    (the training split's size) each rung's epochs, and a note on those above one."""
+    (the training split's size) each rung's epochs, a note on those above one, or that
+    they are unknown until the data is prepared."""
     ep = f"{'epochs':>8}" if corpus_tokens else ""
     head = f"{'rung':<10}{'role':<8}{'N':>11}{'shape':>10}{'D':>12}{'D/N':>7}{'C':>10}{'lr':>9}{'batch':>7}{ep}{'est':>8}"
     lines = [head, "-" * len(head)]
@@ -544,12 +541,13 @@ def plan_table(rungs: list[Rung], convention: str, corpus_tokens: int | None = N
         f"{len(rungs)} rungs, {total_c:.3e} FLOPs ({convention})"
         + (f", {sum(est):.0f} s of training" if est else "")
     )
-    over = [r.id for r in rungs if corpus_tokens and r.tokens > corpus_tokens]
-    if over:
+    note = corpus_tokens and repetition_note(rungs, corpus_tokens, max_epochs)
+    if note:
+        lines.append(f"note: {note}")
+    elif not corpus_tokens:
         lines.append(
-            f"note: {len(over)} rung(s) ({', '.join(over[:4])}{', ...' if len(over) > 4 else ''}) "
-            f"train on more than one epoch of the {corpus_tokens:,} training tokens: their loss "
-            "also measures repetition (Muennighoff et al. 2023); bring more data or a smaller budget"
+            "epochs: checked when the data is prepared (`scalelab study run` refuses a rung above "
+            f"--max-epochs {max_epochs:g}); plan with --base.dataset DIR to see them now"
         )
     return "\n".join(lines)
 
@@ -573,7 +571,7 @@ def plan_study(
     if not dry_run and out is None:
         raise UserError("give the study directory with --out (or use --dry-run)")
     rungs, facts = make_plan(plan, probe=probe, workers=workers)
-    print(plan_table(rungs, plan.flops_convention, train_tokens(plan)))
+    print(plan_table(rungs, plan.flops_convention, facts.get("train_tokens"), plan.max_epochs))
     if plan.budget_hours is not None:
         print(hours_line(plan, facts))
     if dry_run:

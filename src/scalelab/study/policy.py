@@ -12,12 +12,16 @@ down to the 1e11-1e15 FLOPs of CPU ladders these give learning rates of ~3e-3-1e
 batches of ~1k-30k tokens, in line with what small GPT-style models are trained with
 (nanoGPT's "baby" configs use 1e-3 at 16k-token batches for ~10M parameters). We clip
 both to a safe range and round the batch to whole sequences; users can override either.
+
+Data repetition is policy too: :data:`MAX_EPOCHS` and :func:`repetition_error` decide
+whether a plan may train a rung on more than one epoch of its training split.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from scalelab.config import Config
 from scalelab.errors import UserError
@@ -66,3 +70,58 @@ class HyperPolicy(Config):
         raw = min(raw, max(seq_len, tokens / max(self.min_steps, 1)))
         seqs = 2 ** max(0, round(math.log2(max(raw / seq_len, 1))))
         return int(seqs * seq_len)
+
+
+# ====================================================================== data repetition
+
+#: Epochs of the training split a rung may train on unless the plan allows more. One
+#: epoch: the Chinchilla law fitted to a study assumes unique data. Muennighoff et al.
+#: (2023, "Scaling Data-Constrained Language Models", arXiv:2305.16264, abstract) find
+#: that up to 4 epochs change the loss negligibly against unique data, and their law
+#: (``--form data_constrained``) models the decay beyond; allowing that is the user's call.
+MAX_EPOCHS = 1.0
+
+
+def epochs(tokens: float, unique_tokens: float) -> float:
+    """Passes over the training split that ``tokens`` training tokens make."""
+    return float(tokens) / float(unique_tokens)
+
+
+def repetition_error(
+    rungs: list[Any], unique_tokens: int, max_epochs: float, *, what: str = "the plan"
+) -> UserError | None:
+    """The one-line refusal of the rung with the most epochs above ``max_epochs``, or None.
+
+    ``rungs`` need ``id`` and ``tokens``; ``unique_tokens`` is the training split's size.
+    """
+    worst = max(rungs, key=lambda r: r.tokens, default=None)
+    if worst is None or epochs(worst.tokens, unique_tokens) <= max_epochs:
+        return None
+    over = sum(epochs(r.tokens, unique_tokens) > max_epochs for r in rungs)
+    top = epochs(worst.tokens, unique_tokens)
+    return UserError(
+        f"rung {worst.id} of {what} trains {top:.2f} epochs of the {unique_tokens:,} training "
+        f"tokens ({over} rung(s) above max_epochs {max_epochs:g}): its loss would also measure "
+        "repetition; bring more data, lower the budget, or allow it with scalelab plan "
+        f"--max-epochs {math.ceil(top * 100) / 100:g}"
+    )
+
+
+def repetition_note(rungs: list[Any], unique_tokens: int, max_epochs: float | None) -> str | None:
+    """A sentence for plans and reports whose rungs repeat data, else None (``max_epochs``
+    None: a study planned before the limit existed)."""
+    over = [r for r in rungs if epochs(r.tokens, unique_tokens) > 1.0]
+    if not over:
+        return None
+    top = max(epochs(r.tokens, unique_tokens) for r in over)
+    allowed = (
+        "not checked: planned before scalelab limited epochs"
+        if max_epochs is None
+        else f"allowed by max_epochs {max_epochs:g}"
+    )
+    return (
+        f"Data repetition ({allowed}): {len(over)} rung(s) train more "
+        f"than one epoch of the {unique_tokens:,} training tokens (up to {top:.2f}); their "
+        "losses also measure repetition (Muennighoff et al. 2023, arXiv:2305.16264), which "
+        "`scalelab fit results.csv --form data_constrained` models."
+    )

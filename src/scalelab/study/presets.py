@@ -6,8 +6,12 @@
   largest budget, which the fitted law predicts.
 - ``medium``: about 30 minutes on the same machine; more levels and sizes, more tokens, a
   tighter fit, and the downstream section (fine-tuning every rung on a built-in task).
+  Its largest fitted rung trains 1.33 epochs of the built-in corpus: it allows up to 1.5
+  (``max_epochs``), and its plan and report say so.
 - ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.8M to 163M
-  non-embedding parameters at sequence 1024, bf16, ``torch.compile``.
+  non-embedding parameters at sequence 1024, bf16, ``torch.compile``, on a corpus the
+  user brings (``--dataset``): its budget is lowered until no rung trains more than one
+  epoch of it (:func:`fit_to_corpus`); the built-in corpus is far too small.
 
 Rerunning ``scalelab demo`` resumes an interrupted study, or finds everything done and
 only re-renders the report.
@@ -79,6 +83,9 @@ def preset(name: str) -> PlanConfig:
             prior_tokens_per_param=30.0,
             holdout=1,
             holdout_factor=2.0,
+            # c3-n0 trains 14.2M tokens, 1.33 epochs of the 10.7M-token built-in corpus:
+            # allowed (the plan and the report say so) rather than resized here.
+            max_epochs=1.5,
             base=base,
             policy=HyperPolicy(batch_range=(1024, 1_048_576)),
         )
@@ -105,6 +112,73 @@ def preset(name: str) -> PlanConfig:
     raise UserError(f"unknown preset {name!r}: use default, medium or gpu")
 
 
+def fit_to_corpus(plan: PlanConfig, unique_tokens: int, *, name: str = "gpu") -> PlanConfig:
+    """``plan`` with its budget lowered (2 significant digits) until no rung trains more
+    than ``max_epochs`` epochs of ``unique_tokens`` training tokens; unchanged if none
+    does. A corpus too small even at the design's smallest budget is a one-line error
+    saying how many tokens it needs."""
+    from scalelab.study.plan import min_budget_flops, plan_rungs, plan_vocab_size, round_sig
+    from scalelab.study.policy import epochs
+
+    vocab, budget = plan_vocab_size(plan), float(plan.budget_flops or 0)
+
+    def fits(b: float) -> bool:
+        rungs = plan_rungs(plan, vocab_size=vocab, budget_flops=b)
+        return max(epochs(r.tokens, unique_tokens) for r in rungs) <= plan.max_epochs
+
+    if fits(budget):
+        return plan
+    lo = round_sig(min_budget_flops(plan, vocab), 2, up=True)
+    if not fits(lo):
+        need = max(r.tokens for r in plan_rungs(plan, vocab_size=vocab, budget_flops=lo))
+        raise UserError(corpus_needed(name, int(need / plan.max_epochs), unique_tokens))
+    hi = budget
+    while hi / lo > 1.01:  # the rungs' tokens grow with the budget: bisect in log budget
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    sized = round_sig(lo, 2, up=False)
+    return plan.replace(budget_flops=sized if fits(sized) else lo)
+
+
+def corpus_needed(name: str, need: int, have: int | None = None) -> str:
+    """The one-line refusal of a corpus too small for a preset, saying what to bring."""
+    had = f" (this one has {have:,})" if have else " (the built-in corpus is far smaller)"
+    return (
+        f"the {name} preset needs >= {need:,} tokens of training data{had}; prepare a corpus "
+        "with `scalelab data prepare --sources ... --vocab-size 32768` and pass it with "
+        f"`scalelab demo --preset {name} --dataset DIR`"
+    )
+
+
+def _gpu_need() -> int:
+    """Training tokens the gpu preset needs at its smallest budget (one epoch)."""
+    from scalelab.study.plan import min_budget_flops, plan_rungs, round_sig
+
+    plan = preset("gpu")
+    low = round_sig(min_budget_flops(plan, plan.base.data.vocab_size), 2, up=True)
+    rungs = plan_rungs(plan, vocab_size=plan.base.data.vocab_size, budget_flops=low)
+    return int(max(r.tokens for r in rungs) / plan.max_epochs)
+
+
+def demo_plan(name: str, dataset: Path | None = None) -> tuple[PlanConfig, int | None]:
+    """The preset's plan for this corpus and the corpus's training tokens: the built-in
+    corpus prepared (or reused) for ``default``/``medium``; for ``gpu`` the prepared
+    ``dataset`` (required), the plan sized to it (:func:`fit_to_corpus`)."""
+    from scalelab.data.prepare import prepare
+    from scalelab.study.plan import dataset_train_tokens
+
+    plan = preset(name)
+    if dataset is None and name == "gpu":
+        raise UserError(corpus_needed(name, _gpu_need()))
+    if dataset is not None:
+        plan = plan.replace(base=plan.base.replace(dataset=Path(dataset).resolve()))
+    where = plan.base.dataset or prepare(plan.base.data, root=plan.base.data_root)
+    unique = dataset_train_tokens(where)
+    if name == "gpu" and unique:
+        plan = fit_to_corpus(plan, unique, name=name)
+    return plan, unique
+
+
 def downstream(name: str) -> StudyFinetuneConfig | None:
     """The downstream step of a preset: every rung fine-tuned on a built-in task, or None."""
     if name == "default":
@@ -121,8 +195,15 @@ def downstream(name: str) -> StudyFinetuneConfig | None:
     )
 
 
-def run_demo(name: str = "default", *, out: Path | None = None, workers: int = 0) -> int:
-    """Plan (once), run, fit and report a preset study."""
+def run_demo(
+    name: str = "default",
+    *,
+    out: Path | None = None,
+    workers: int = 0,
+    dataset: Path | None = None,
+) -> int:
+    """Plan (once), run, fit and report a preset study (on ``dataset``, a prepared corpus,
+    instead of the built-in one if given; the gpu preset needs one)."""
     from scalelab.study.plan import make_plan
     from scalelab.study.run import run_and_fit
     from scalelab.study.study import Study
@@ -132,16 +213,22 @@ def run_demo(name: str = "default", *, out: Path | None = None, workers: int = 0
         if out is not None
         else Path("runs") / ("demo" if name == "default" else f"demo-{name}")
     )
-    plan = preset(name)
+    if (out / "study.yaml").is_file() and dataset is None and name != "gpu":
+        plan, unique = preset(name), None  # a study to resume: its data is prepared
+    else:
+        plan, unique = demo_plan(name, dataset)
     if (out / "study.yaml").is_file():
         study = Study.load(out)
-        if study.plan.to_dict() != plan.to_dict():
+        if not study.same_plan(plan):
             raise UserError(
                 f"{out} holds a different study; pass --out to choose another directory"
             )
     else:
-        rungs, facts = make_plan(plan, probe=False, workers=workers)
+        rungs, facts = make_plan(plan, probe=False, workers=workers, unique_tokens=unique)
         study = Study.create(out, plan, rungs, facts)
+    note = study.repetition_note()
+    if note:
+        print(f"note: {note}")
     code = run_and_fit(study, RunConfig(workers=workers), StudyFitConfig())
     ft = downstream(name)
     if ft is None or code != 0:

@@ -194,6 +194,8 @@ def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
 
     base = study.plan.base
     dataset = Path(base.dataset) if base.dataset else prepare(base.data, root=base.data_root)
+    if Path(dataset).is_dir():  # a plan made before the data was prepared is checked here
+        study.check_repetition(dataset)
     todo: list[Rung] = []
     for rung in study.rungs:
         if cfg.only and rung.id not in cfg.only:

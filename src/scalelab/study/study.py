@@ -35,7 +35,7 @@ import yaml
 
 from scalelab.config import read_config_file
 from scalelab.errors import UserError
-from scalelab.study.plan import PlanConfig, Rung
+from scalelab.study.plan import PlanConfig, Rung, dataset_train_tokens
 from scalelab.utils.io import atomic_write_text, read_json, read_jsonl
 
 STUDY_FILE = "study.yaml"
@@ -47,9 +47,9 @@ FILE_NAMES = {"N": "N_non_embedding", "budget": "budget_flops"}
 # Columns of results.csv, in order; per-source validation losses follow as val_loss/<source>.
 RESULT_COLUMNS = [
     "rung", "role", "status", "in_fit", "budget_flops", "budget_convention", "N_non_embedding",
-    "N_total", "N_embedding", "D", "C_6n_kaplan", "C_6n_total", "C_chinchilla", "final_val_loss",
-    "best_val_loss", "n_layer", "d_model", "n_head", "d_ff", "lr", "batch_tokens", "seq_len",
-    "wall_time_s", "tokens_per_s", "mfu", "step", "total_steps",
+    "N_total", "N_embedding", "D", "unique_tokens", "epochs", "C_6n_kaplan", "C_6n_total",
+    "C_chinchilla", "final_val_loss", "best_val_loss", "n_layer", "d_model", "n_head", "d_ff",
+    "lr", "batch_tokens", "seq_len", "wall_time_s", "tokens_per_s", "mfu", "step", "total_steps",
 ]  # fmt: skip
 # Columns of curves.csv (per-source losses follow as val_loss/<source>) and downstream.csv.
 CURVE_COLUMNS = ["rung", "step", "tokens", "val_loss"]
@@ -83,6 +83,8 @@ DATA_DICTIONARY: dict[str, tuple[Column, ...]] = {
         Column("N_total", "parameters", "every parameter: `N_embedding` + `N_non_embedding` + an untied output head"),
         Column("N_embedding", "parameters", "lookup tables: token embedding, learned positions (gpt2, bert), token types (bert)"),
         Column("D", "tokens", "training tokens: trained (completed rungs) or planned"),
+        Column("unique_tokens", "tokens", "tokens of the training split of the sources sampled, the unique data U of the data-constrained law (Muennighoff et al. 2023; `scalelab fit --form data_constrained` finds this column); empty while the data is not prepared"),
+        Column("epochs", "passes", "`D` / `unique_tokens`; rungs sample each window once per epoch (`sampling: epoch`; runs and studies from before scalelab 0.3.0 drew windows i.i.d., `iid`); above 1 only when the plan allowed it (`max_epochs`)"),
         Column("C_6n_kaplan", "FLOPs", "training compute 6 `N_non_embedding` D (Kaplan et al. 2020, Sec. 2.1)"),
         Column("C_6n_total", "FLOPs", "training compute 6 `N_total` D"),
         Column("C_chinchilla", "FLOPs", "training compute, full count of Hoffmann et al. 2022, App. F"),
@@ -150,6 +152,11 @@ def data_dictionary_markdown() -> str:
     return "\n".join(out)
 
 
+#: Plan settings a study planned by scalelab 0.3 or earlier does not record: such a study
+#: keeps i.i.d. sampling, is not checked for repetition, and matches a plan on the rest.
+LEGACY_KEYS = ("base.sampling", "max_epochs")
+
+
 @dataclass
 class Study:
     """Handle on a study directory."""
@@ -158,6 +165,8 @@ class Study:
     plan: PlanConfig
     rungs: list[Rung]
     facts: dict[str, Any]
+    legacy: bool = False
+    """Planned before ``base.sampling`` and ``max_epochs`` existed (see :data:`LEGACY_KEYS`)."""
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -167,7 +176,7 @@ class Study:
         root = Path(root)
         if (root / STUDY_FILE).is_file():
             existing = cls.load(root)
-            if existing.plan.to_dict() != plan.to_dict():
+            if not existing.same_plan(plan):
                 raise UserError(
                     f"{root} already holds a study with a different plan; choose another directory "
                     f"or run `scalelab study run {root}` to continue it"
@@ -190,15 +199,26 @@ class Study:
         if missing or not isinstance(data["rungs"], list):
             what = f"no {' or '.join(missing)}" if missing else "rungs is not a list"
             raise UserError(f"{path}: not a scalelab study plan ({what})")
-        plan = PlanConfig.from_dict(data["plan"], where=f"{path}: plan.")
+        plan_data, legacy = _with_legacy_sampling(data["plan"])
+        plan = PlanConfig.from_dict(plan_data, where=f"{path}: plan.")
         try:
             rungs = [Rung.from_dict(r) for r in data["rungs"]]
         except (TypeError, KeyError) as exc:
             raise UserError(f"{path}: a rung is malformed ({exc})") from None
         facts = data.get("facts") or {}
-        return cls(
-            root=root, plan=plan, rungs=rungs, facts=facts if isinstance(facts, dict) else {}
-        )
+        facts = facts if isinstance(facts, dict) else {}
+        return cls(root=root, plan=plan, rungs=rungs, facts=facts, legacy=legacy)
+
+    def same_plan(self, plan: PlanConfig) -> bool:
+        """Whether ``plan`` is this study's plan (a legacy study: except :data:`LEGACY_KEYS`)."""
+        mine, theirs = self.plan.to_dict(), plan.to_dict()
+        for key in LEGACY_KEYS if self.legacy else ():
+            *path, leaf = key.split(".")
+            for node in (mine, theirs):
+                for part in path:
+                    node = node[part]
+                node.pop(leaf, None)
+        return mine == theirs
 
     def save(self) -> None:
         doc = {
@@ -260,6 +280,50 @@ class Study:
             then=f"`scalelab study status {self.root}` shows its progress",
         )
 
+    # ------------------------------------------------------------------ repetition
+    def unique_tokens(self) -> int | None:
+        """Training tokens of the sources the rungs sample (one dataset for all of them):
+        from a rung's summary, else the plan's facts, else the prepared dataset's manifest."""
+        summaries = [self.rung_summary(r) or {} for r in self.rungs]
+        for s in summaries:
+            if isinstance(s.get("unique_tokens"), int) and s["unique_tokens"] > 0:
+                return s["unique_tokens"]
+        if isinstance(self.facts.get("train_tokens"), int):
+            return self.facts["train_tokens"]
+        for path in [self.plan.base.dataset, *(s.get("dataset") for s in summaries)]:
+            with contextlib.suppress(UserError, OSError, KeyError, TypeError, ValueError):
+                if path and (unique := dataset_train_tokens(path)):
+                    return unique
+        return None
+
+    def repetition_note(self) -> str | None:
+        """What the report and the fit summary say about repeated data (None: nothing)."""
+        from scalelab.study.policy import repetition_note
+
+        unique = self.unique_tokens()
+        limit = None if self.legacy else self.plan.max_epochs
+        note = repetition_note(self.rungs, unique, limit) if unique else None
+        if self.plan.base.sampling == "iid":
+            iid = (
+                "Training windows are drawn i.i.d. with replacement (sampling: iid, as scalelab "
+                "did before 0.3.0), so even a rung under one epoch sees some windows twice."
+            )
+            note = f"{note} {iid}" if note else iid
+        return note
+
+    def check_repetition(self, dataset: str | Path) -> None:
+        """Refuse (one-line UserError) a study with a rung above ``max_epochs`` epochs of the
+        prepared ``dataset``: what ``study run`` checks once a plan made without the data has
+        it. Legacy studies are not checked (they were planned before the rule)."""
+        from scalelab.study.policy import repetition_error
+
+        unique = None if self.legacy else dataset_train_tokens(dataset)
+        error = unique and repetition_error(
+            self.rungs, unique, self.plan.max_epochs, what=f"the study {self.root}"
+        )
+        if error:
+            raise error
+
     # ------------------------------------------------------------------ results
     def result_rows(self) -> list[dict[str, Any]]:
         """One row per rung under the in-memory keys the fits and the report read (``N``,
@@ -271,6 +335,7 @@ class Study:
         from scalelab.study.downstream import downstream_columns
 
         downstream = downstream_columns(self)
+        unique = self.unique_tokens()
         rows = []
         for rung in self.rungs:
             s = self.rung_summary(rung) or {}
@@ -288,6 +353,7 @@ class Study:
                 "N_total": params["total"],
                 "N_embedding": params["embedding"],
                 "D": s.get("tokens") if status == "completed" else rung.tokens,
+                "unique_tokens": s.get("unique_tokens") or unique,
                 "C_6n_kaplan": flops.get("6n_kaplan"),
                 "C_6n_total": flops.get("6n_total"),
                 "C_chinchilla": flops.get("chinchilla"),
@@ -304,6 +370,8 @@ class Study:
                 "total_steps": s.get("total_steps", math.ceil(rung.tokens / rung.batch_tokens)),
                 "curve": json.dumps(_curve(evals[rung.id])),
             }
+            if row["unique_tokens"] and row["D"]:
+                row["epochs"] = row["D"] / row["unique_tokens"]
             for key, value in sorted((s.get("last_eval") or {}).items()):
                 if _source_loss(key) and status == "completed":
                     row[key] = value
@@ -397,6 +465,17 @@ class Study:
         from scalelab.study.notebook import study_html
 
         return study_html(self)
+
+
+def _with_legacy_sampling(plan: Any) -> tuple[Any, bool]:
+    """A study file's plan without ``base.sampling`` (before scalelab 0.3.0) as the
+    i.i.d.-sampled plan it ran; ``(plan, whether it was such a plan)``."""
+    from scalelab.train.pretrain import LEGACY_SAMPLING
+
+    base = plan.get("base", {}) if isinstance(plan, dict) else None
+    if not isinstance(base, dict) or "sampling" in base:
+        return plan, False
+    return {**plan, "base": {**base, "sampling": LEGACY_SAMPLING}}, True
 
 
 def _finite(value: Any) -> bool:

@@ -18,17 +18,21 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from scalelab.config import Config
+from scalelab.config import Config, read_config_file
+from scalelab.data.config import Sampling
 from scalelab.data.prepare import DataConfig
 from scalelab.errors import UserError
 from scalelab.models.config import ModelConfig
 from scalelab.train.config import OptimConfig, RuntimeConfig
 
 Arch = Literal["llama", "gpt2", "bert"]
+#: The sampling of a run saved before ``sampling`` existed (before scalelab 0.3.0).
+LEGACY_SAMPLING: Sampling = "iid"
 
 
 @dataclass(kw_only=True)
@@ -69,6 +73,8 @@ class PretrainConfig(Config):
     """Device, precision, compile, checkpoints, logging."""
     seed: int = 0
     """One seed for model init, data sampling and dropout."""
+    sampling: Sampling = "epoch"
+    """How training windows are drawn: epoch (every window of the training split once per epoch, in a seeded order) or iid (with replacement, as scalelab did before 0.3.0). A run keeps the sampling it started with when resumed; a saved config without this key is iid. bert pairs are always drawn i.i.d."""
 
     def validate(self) -> None:
         if self.seq_len < 8:
@@ -131,8 +137,26 @@ def _check_same(saved: PretrainConfig, new: PretrainConfig, run_dir: Path) -> No
 
 
 def load_run_config(run_dir: Path) -> PretrainConfig | None:
+    """The saved config of a run directory (None if there is none). A config saved before
+    ``sampling`` existed has no such key: that run drew its windows i.i.d. and goes on so."""
     path = Path(run_dir) / "config.yaml"
-    return PretrainConfig.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = read_config_file(path)
+    data.setdefault("sampling", LEGACY_SAMPLING)
+    return PretrainConfig.from_dict(data, where=f"{path}: ")
+
+
+def _keep_sampling(saved: PretrainConfig, cfg: PretrainConfig, run_dir: Path) -> PretrainConfig:
+    """``cfg`` with the sampling the run started with: changing it mid-run would change
+    the data stream of the steps already trained (a note says so when they differ)."""
+    if saved.sampling == cfg.sampling:
+        return cfg
+    print(
+        f"note: {run_dir} was started with {saved.sampling} sampling and resumes with it",
+        file=sys.stderr,
+    )
+    return cfg.replace(sampling=saved.sampling)
 
 
 def pretrain(
@@ -157,6 +181,7 @@ def pretrain(
     cfg = resolve(cfg, ds.vocab_size)
     saved = load_run_config(run_dir)
     if saved is not None:
+        cfg = _keep_sampling(saved, cfg, run_dir)
         _check_same(saved, cfg, run_dir)
     ensure_dir(run_dir, "run directory")
     cfg.to_yaml(run_dir / "config.yaml")
@@ -164,7 +189,7 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     _runtime_model_options(model, cfg.runtime)
-    batches, val = _batches(cfg, ds, micro)
+    batches, val = _batches(cfg, ds, micro, grad_accum)
     special = {f"{k}_token_id": v for k, v in ds.special_ids.items() if k in ("bos", "eos", "pad")}
     eval_every = (
         max(1, round(cfg.eval_every_tokens / cfg.batch_tokens))
@@ -182,6 +207,7 @@ def pretrain(
         runtime=cfg.runtime,
         seed=cfg.seed,
         tokens_per_step=cfg.batch_tokens,
+        unique_tokens=batches.unique_tokens,
         evaluation=Evaluation(fn=_validation_loss(val, cfg.runtime.precision), every=eval_every),
         io=ModelIO(
             export=lambda m, d: save_hf(m, d, extra_config=special),
@@ -218,14 +244,21 @@ def _micro_batches(cfg: PretrainConfig, world: int) -> tuple[int, int]:
     return micro, per_rank // micro
 
 
-def _batches(cfg: PretrainConfig, ds: Any, micro: int) -> tuple[Any, dict[str, list]]:
+def _batches(cfg: PretrainConfig, ds: Any, micro: int, accum: int) -> tuple[Any, dict[str, list]]:
     """The training batch source and the fixed validation batches per source."""
     from scalelab.data.batches import DecoderBatches, EncoderBatches, validation_batches
 
     if cfg.arch == "bert":
         batches = EncoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
         return batches, batches.validation(max_tokens_per_source=cfg.eval_tokens)
-    batches = DecoderBatches(ds, seq_len=cfg.seq_len, batch_size=micro, seed=cfg.seed)
+    batches = DecoderBatches(
+        ds,
+        seq_len=cfg.seq_len,
+        batch_size=micro,
+        seed=cfg.seed,
+        sampling=cfg.sampling,
+        accum=accum,
+    )
     val = validation_batches(
         ds, seq_len=cfg.seq_len, batch_size=micro, max_tokens_per_source=cfg.eval_tokens
     )

@@ -115,6 +115,9 @@ class TrainJob:
     each batch's non-padding tokens (``attention_mask``, else every ``input_ids`` entry)."""
     examples_per_step: int | None = None
     """Examples per optimizer step (fine-tuning); reported as ``examples`` in the summary."""
+    unique_tokens: int | None = None
+    """Distinct training tokens the batches come from (pretraining): the summary then has
+    ``unique_tokens``, ``tokens_seen`` (= ``tokens``) and ``epochs`` = their ratio."""
     evaluation: Evaluation = field(default_factory=Evaluation)
     io: ModelIO = field(default_factory=ModelIO)
     checkpoint_every: int = 0
@@ -567,6 +570,9 @@ class Trainer:
         }
         if job.examples_per_step is not None:
             out["examples"] = state.step * job.examples_per_step
+        if job.unique_tokens:
+            out.update(unique_tokens=job.unique_tokens, tokens_seen=state.tokens)
+            out["epochs"] = state.tokens / job.unique_tokens
         out.update(self._facts)
         out.update(mfu_facts(out, *self._timed, job.runtime.peak_flops))
         out.update(extra)

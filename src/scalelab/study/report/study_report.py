@@ -267,6 +267,9 @@ def _headline(
         f"{fmt(min((r['N'] for r in rows), default=0))} to {fmt(max((r['N'] for r in rows), default=0))}; "
         f"dataset {dataset or 'not prepared yet'}."
     )
+    repetition = study.repetition_note()
+    if repetition:
+        rep.paragraph(repetition, style="warn")
     if chin is not None:
         from scalelab.study.answer import exponent_intervals, identification_warning, interval_text
 
