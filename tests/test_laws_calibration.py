@@ -52,7 +52,7 @@ BUDGETS = [1e18, 3e18, 1e19, 3e19, 1e20, 3e20]
 def test_levels_from_a_budget_column_and_from_clusters_of_c():
     t = isoflop_table(0, BUDGETS)
     labels, levels, how = compute_levels(t)
-    assert len(levels) == 6 and "values of" in how
+    assert len(levels) == 6 and "group column" in how
     assert np.all(np.diff(levels) > 0)
     # without the group column, C clusters give the same six levels
     t2 = table_from_arrays(N=t.N, D=t.D, loss=t.loss)
