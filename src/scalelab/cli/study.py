@@ -169,12 +169,11 @@ def _fit(args: argparse.Namespace) -> int:
     from scalelab.study.fit import StudyFitConfig, describe_fit, fit_and_report
     from scalelab.study.study import Study
 
-    summary = fit_and_report(
-        Study.load(args.study), config_from_args(StudyFitConfig, args), force_fit=True
-    )
+    study = Study.load(args.study)
+    summary = fit_and_report(study, config_from_args(StudyFitConfig, args), force_fit=True)
     if summary is None:
         return 1
-    print(describe_fit(summary))
+    print(describe_fit(summary, study))
     return 0
 
 

@@ -512,7 +512,7 @@ def finetune_and_fit(study: Study, cfg: Any) -> int:
     # downstream.csv is part of the results hash: the fits are redone when it changed.
     summary = fit_and_report(study, StudyFitConfig())
     if summary is not None:
-        print(describe_fit(summary))
+        print(describe_fit(summary, study))
     failed = [k for k, v in statuses.items() if v != "completed"]
     if failed:
         print(

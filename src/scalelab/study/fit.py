@@ -374,7 +374,7 @@ def _verdict(chin: dict[str, Any]) -> str:
     return "converged" + (f", but: {', '.join(cautions)}" if cautions else "")
 
 
-def describe_fit(summary: dict[str, Any]) -> str:
+def describe_fit(summary: dict[str, Any], study: Study | None = None) -> str:
     """The fit summary in a few lines (what ``scalelab study fit`` prints)."""
     p = summary["chinchilla"]["params"]
     lines = [
@@ -387,6 +387,10 @@ def describe_fit(summary: dict[str, Any]) -> str:
             f"  fitted on {summary['n_fit']} rungs within {100 * summary['chinchilla']['frontier_band']:.0f}% "
             f"of their compute level's best loss (left out: {', '.join(summary['chinchilla']['excluded'])})"
         )
+    if study is not None:  # the answer: N_opt, D_opt, D/N and loss with 95% intervals
+        from scalelab.study.answer import answer_lines
+
+        lines += answer_lines(summary, study)
     for key, name in (("isoflop", "Approach 2 (IsoFLOP)"), ("envelope", "Approach 1 (envelope)")):
         if "a" in summary.get(key, {}):
             lines.append(

@@ -395,7 +395,7 @@ def run_and_fit(study: Study, run_cfg: RunConfig, fit_cfg: Any) -> int:
         summary = fit_and_report(study, fit_cfg)
     failed = [k for k, v in statuses.items() if v == "failed"]
     if summary is not None:
-        print(describe_fit(summary))
+        print(describe_fit(summary, study))
     if failed:
         logs = "their train.log" + (
             ", and the job logs above" if run_cfg.executor == "slurm" else ""
