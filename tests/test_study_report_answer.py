@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 
-from scalelab.laws import chinchilla_loss, load_fit, plots
+from scalelab.laws import chinchilla_loss, load_fit, plots, prediction_intervals
 from scalelab.study import answer
 from scalelab.study.fit import StudyFitConfig, fit_study
 from scalelab.study.plan import PlanConfig, plan_rungs
@@ -317,3 +317,30 @@ def test_every_study_figure_marks_not_fitted_rungs_hollow(poor):
     ax = plot_holdout(summary["holdout"]).axes[0]
     assert _legend(ax)[0] == "measured (held out, not fitted)"
     assert len(ax.collections[0].get_facecolor()) == 0
+
+
+def test_a_study_under_the_appendix_f_count_fits_and_reports(tmp_path):
+    """Plans under a convention that is not C = k N D (Hoffmann et al. 2022 Appendix F) fit,
+    with calibrated intervals measured in decades of N D, and report the answer."""
+    plan = PlanConfig(
+        design="isoflop", budget_flops=1e13, n_budgets=4, sizes_per_budget=4, min_tokens=1,
+        flops_convention="chinchilla",
+    )  # fmt: skip
+    root = tmp_path / "s"
+    plan = plan.replace(base=plan.base.replace(dataset=root / "no-dataset"))
+    root.mkdir()
+    study = Study.create(root, plan, plan_rungs(plan, vocab_size=512), {"vocab_size": 512})
+    rng = np.random.default_rng(0)
+    for rung in study.rungs:
+        d = max(1, round(rung.tokens / rung.batch_tokens)) * rung.batch_tokens
+        _write_rung(
+            study, rung, float(chinchilla_loss(rung.N, d, LAW)) * math.exp(rng.normal(0, 0.003))
+        )
+    summary = fit_study(study, StudyFitConfig(bootstrap=40, grid="small", frontier_band=None))
+    assert summary["flops_convention"] == "chinchilla" and "calibration" in summary
+    held = summary["holdout"][0]
+    assert held["pred_lo"] < held["estimate"] < held["pred_hi"]
+    chin = load_fit(study.root / "fits" / "chinchilla.json")
+    iv = prediction_intervals(chin, N=[held["N"]], D=[held["D"]])
+    assert iv["distance"][0] > 0 and iv["sd_form"][0] > 0  # decades of N D beyond the top level
+    assert "The answer" in _page(study)

@@ -99,6 +99,9 @@ class Calibration(Result):
     cut_levels: tuple[int, ...] = ()
     level: float = 0.95
     failures: tuple[str, ...] = ()
+    top_nd: float = math.nan
+    """Median N*D of the largest level's runs: distances of points given as N and D when the
+    law has no C = k N D convention (a study under the Appendix F count)."""
 
     @property
     def top_level(self) -> float:
@@ -261,7 +264,15 @@ def rolling_origin(
         cut_levels=tuple(used),
         level=level,
         failures=tuple(failures),
+        top_nd=_top_nd(table, labels),
     )
+
+
+def _top_nd(table: RunTable, labels: np.ndarray) -> float:
+    if table.N is None or table.D is None:
+        return math.nan
+    top = labels == labels.max()
+    return float(np.median(np.asarray(table.N)[top] * np.asarray(table.D)[top]))
 
 
 def _rolled_point(
@@ -356,8 +367,11 @@ def distance_of(fit: LawFit, cal: Calibration, data: dict[str, np.ndarray]) -> n
     """Decades of compute beyond the fit's largest compute level, per point (>= 0)."""
     if "C" in data:
         c = np.asarray(data["C"], dtype=np.float64)
-    elif "N" in data and "D" in data and fit.flops_per_nd is not None:
-        c = fit.flops_per_nd * np.asarray(data["N"]) * np.asarray(data["D"])
+    elif "N" in data and "D" in data:
+        nd = np.asarray(data["N"]) * np.asarray(data["D"])
+        if fit.flops_per_nd is None:  # C is not k N D: decades of N D (same as of C for 6ND)
+            return np.maximum(np.log10(nd / cal.top_nd), 0.0) if cal.top_nd > 0 else 0 * nd
+        c = fit.flops_per_nd * nd
     else:
         return np.zeros(len(next(iter(data.values()))))
     return np.maximum(np.log10(c / cal.top_level), 0.0)

@@ -460,9 +460,11 @@ def _allocation_section(
     from scalelab.laws import load_table
     from scalelab.laws.plots import plot_isoflop, plot_optimal
 
+    from scalelab.study.answer import allocation_law
+
     rep.heading("Compute-optimal allocation")
     rep.figure(
-        plot_optimal(chin, isoflop=iso, n_label=N_LABEL),
+        plot_optimal(allocation_law(chin), isoflop=iso, n_label=N_LABEL),
         "optimal",
         "N_opt and D_opt against compute from the Approach 3 law (bands: the answer table's 95% "
         "intervals), IsoFLOP minima as points (hollow: not fitted, not bracketed).",
