@@ -44,9 +44,6 @@ from scalelab.laws.fits import LawFit
 from scalelab.laws.results import Allocation, Interval, Result, check_level, register
 from scalelab.laws.table import RunTable
 
-# Levels closer than this (relative) are one compute level when no budget column names them.
-LEVEL_RTOL = 0.1
-
 
 @register("rolling_point")
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +139,8 @@ class Calibration(Result):
 
 def compute_levels(table: RunTable, by: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
     """``(label per run, median C per level ascending, how)``: levels from a numeric group
-    column (a budget column) when ``by`` is "auto" or "group", else clusters of log C."""
+    column (a budget column) when ``by`` is "auto" or "group", else runs snapped to nominal
+    budgets by :func:`~scalelab.laws.isoflop.budget_groups` (log-C gaps)."""
     if table.C is None:
         raise UserError(f"{table.source}: compute levels need C (or N and D with a convention)")
     if by not in ("auto", "group", "C"):
@@ -157,11 +155,11 @@ def compute_levels(table: RunTable, by: str = "auto") -> tuple[np.ndarray, np.nd
     if values is not None:
         uniq, labels = np.unique(values, return_inverse=True)
         how = "the group column's values"
-    else:
-        from scalelab.laws.validation import _levels
+    else:  # snapped to nominal budgets as Approach 2 does
+        from scalelab.laws.isoflop import BUDGET_RTOL, budget_groups
 
-        labels = _levels(np.asarray(table.C), rtol=LEVEL_RTOL)
-        how = f"C clustered within {LEVEL_RTOL:.0%}"
+        labels, _ = budget_groups(table)
+        how = f"C snapped to budgets within {1 + BUDGET_RTOL:g}x"
         uniq = np.unique(labels)
     med = np.array([np.median(table.C[labels == i]) for i in range(len(uniq))])
     order = np.argsort(med)

@@ -179,6 +179,9 @@ class FormComparison(Result):
 
 
 _NAMED = ("chinchilla", "kaplan_n", "kaplan_d", "kaplan_c", "kaplan_nd", "power_law")
+# Not laws of a run table's N, D, C: a custom form needs its expression, the fine-tuning
+# law is over model size and fine-tuning examples.
+_NOT_COMPARABLE = ("custom", "finetune_law")
 
 
 def form_fitter(name: str, **kwargs: Any) -> Callable[[RunTable], LawFit]:
@@ -191,9 +194,9 @@ def form_fitter(name: str, **kwargs: Any) -> Callable[[RunTable], LawFit]:
         from scalelab.laws.fits import fit_form
         from scalelab.laws.forms import PARAMETRIC_FORMS, make_form
 
-        if name not in PARAMETRIC_FORMS or name == "custom":
+        if name not in PARAMETRIC_FORMS or name in _NOT_COMPARABLE:
             named = "chinchilla, kaplan_n/d/c/nd, power_n/d/c"
-            others = [f for f in PARAMETRIC_FORMS if f not in _NAMED and f != "custom"]
+            others = [f for f in PARAMETRIC_FORMS if f not in _NAMED + _NOT_COMPARABLE]
             raise UserError(
                 f"unknown law form {name!r}; known: {named}, {', '.join(others)}"
             ) from None
