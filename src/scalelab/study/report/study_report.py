@@ -459,7 +459,6 @@ def _allocation_section(
     """Compute-optimal N and D against C, and the IsoFLOP profiles when there is that fit."""
     from scalelab.laws import load_table
     from scalelab.laws.plots import plot_isoflop, plot_optimal
-
     from scalelab.study.answer import allocation_law
 
     rep.heading("Compute-optimal allocation")
