@@ -155,20 +155,20 @@ def test_no_bootstrap_no_intervals_and_terminal_lines(good, tmp_path):
     assert not any("not identified" in line for line in lines)
 
 
-def test_compute_levels_of_each_design():
+def test_answer_budgets_of_each_design():
     rows = [
         {"budget": b, "N": n, "D": b / (6 * n) * f}
         for b in (1e12, 1e13)
         for n, f in ((1e4, 1.0), (3e4, 1.2), (1e5, 1.4))
     ]
     # The plan's budgets when it counts C = 6 N D ...
-    assert answer.compute_levels(rows, "6n_kaplan", 6.0) == [1e12, 1e13]
+    assert answer.answer_budgets(rows, "6n_kaplan", 6.0) == [1e12, 1e13]
     # ... else each level at the median 6 N D of its rungs (the law allocates under 6 N D).
     for conv in ("chinchilla", "6n_total"):  # 6n_total counts every parameter
-        assert answer.compute_levels(rows, conv, 6.0) == pytest.approx([1.2e12, 1.2e13])
+        assert answer.answer_budgets(rows, conv, 6.0) == pytest.approx([1.2e12, 1.2e13])
     # A grid or ladder: four budgets log-spaced over its rungs' 6 N D.
     grid = [{"budget": None, "N": n, "D": d} for n in (1e4, 1e5) for d in (1e6, 1e8)]
-    assert answer.compute_levels(grid, "6n_kaplan", 6.0) == pytest.approx(np.geomspace(6e10, 6e13, 4))  # fmt: skip
+    assert answer.answer_budgets(grid, "6n_kaplan", 6.0) == pytest.approx(np.geomspace(6e10, 6e13, 4))  # fmt: skip
 
 
 def test_the_warning_appears_when_the_law_is_not_identified(good, poor):

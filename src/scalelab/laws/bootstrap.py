@@ -180,11 +180,12 @@ def batched_refit(
     *,
     extra_starts: int = 4,
     max_iter: int = 500,
+    starts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refit ``fit`` under each row of ``counts`` (``[R, P]`` point multiplicities) at once.
 
-    Starts are the fit's optimum and its next ``extra_starts`` distinct local optima.
-    Returns ``(theta [R, p], ok [R])``.
+    Starts (``[k, p]``) default to :func:`bootstrap_starts`: the fit's optimum and up to
+    ``extra_starts`` rival optima. Returns ``(theta [R, p], ok [R])``.
     """
     form = fit.law
     base, w = _base_table(table, fit)
@@ -192,7 +193,8 @@ def batched_refit(
     weights = counts if w is None else counts * w[None, :]
     data = _fit_data(base, fit)
     obj = form.objective(data, np.log(base.loss), delta=fit.delta, weights=weights)
-    starts = [np.asarray(fit.theta)] + _rival_optima(fit, data, np.log(base.loss), w, extra_starts)
+    if starts is None:
+        starts = bootstrap_starts(fit, base, w, extra_starts)
     k = len(starts)
     x0 = np.tile(np.array(starts), (n, 1))  # [n*k, p], resample-major
 
@@ -219,19 +221,20 @@ def _fit_data(base: RunTable, fit: LawFit) -> dict[str, np.ndarray]:
 RIVAL_RTOL = 0.1
 
 
-def _rival_optima(
-    fit: LawFit, data: dict, log_y: np.ndarray, w: np.ndarray | None, k: int
-) -> list[np.ndarray]:
-    """Up to ``k`` runner-up optima of the full fit within :data:`RIVAL_RTOL` of its best."""
-    full = fit.law.objective(data, log_y, delta=fit.delta, weights=w)
+def bootstrap_starts(
+    fit: LawFit, base: RunTable, w: np.ndarray | None, extra_starts: int
+) -> np.ndarray:
+    """``[k, p]``: the full fit's optimum, then up to ``extra_starts`` runner-up optima within
+    :data:`RIVAL_RTOL` of its objective (on the fit's points ``base``, weights ``w``)."""
+    full = fit.law.objective(_fit_data(base, fit), np.log(base.loss), delta=fit.delta, weights=w)
     best = fit.objective
-    out = []
-    for opt in fit.diagnostics.local_optima[1 : 1 + k]:
-        x = np.asarray(opt)
+    out = [np.asarray(fit.theta, dtype=np.float64)]
+    for opt in fit.diagnostics.local_optima[1 : 1 + extra_starts]:
+        x = np.asarray(opt, dtype=np.float64)
         f, _ = full.single(x)
         if np.isfinite(f) and f <= best + RIVAL_RTOL * abs(best):
             out.append(x)
-    return out
+    return np.array(out)
 
 
 def _batched(
@@ -245,9 +248,10 @@ def _batched(
 ) -> BootstrapResult:
     base, w = _base_table(table, fit)
     counts, how, n_clusters = resample_counts(base, n, rng)
-    theta_all, ok = batched_refit(table, fit, counts, extra_starts=extra_starts, max_iter=max_iter)
+    starts = bootstrap_starts(fit, base, w, extra_starts)
+    theta_all, ok = batched_refit(table, fit, counts, max_iter=max_iter, starts=starts)
     form = fit.law
-    k = 1 + len(_rival_optima(fit, _fit_data(base, fit), np.log(base.loss), w, extra_starts))
+    k = len(starts)
     # A resample whose optimum runs off to infinity (e.g. A = e^800) counts as failed.
     publics_all = [form.to_public(t) if good else None for t, good in zip(theta_all, ok)]
     ok = ok & np.array([p is not None and all(map(math.isfinite, p.values())) for p in publics_all])

@@ -241,23 +241,9 @@ class DataConstrainedFit(LawFit):
 
     kind: ClassVar[str] = "data_constrained"
 
-    def predict(  # type: ignore[override]
-        self,
-        N: Any = None,  # noqa: N803 - the quantities' names
-        D: Any = None,  # noqa: N803
-        C: Any = None,  # noqa: N803
-        *,
-        U: Any = None,  # noqa: N803
-        x: Any = None,
-        theta: Sequence[float] | None = None,
-    ) -> np.ndarray:
-        """The law at the given points; ``U`` unique tokens (None: unlimited, D' = D)."""
-        data = self.inputs(N=N, D=D, C=C, U=U)
-        th = np.asarray(self.theta if theta is None else theta, dtype=np.float64)
-        return self.law.predict(th, data)
-
     def inputs(self, *, N=None, D=None, C=None, x=None, U=None) -> dict[str, np.ndarray]:  # noqa: N803
-        """N, D (one derived from C = k N D if needed) and U, broadcast together."""
+        """N, D (one derived from C = k N D if needed) and U unique tokens (None: unlimited,
+        D' = D), broadcast together; ``predict(N, D, U=...)`` passes U here."""
         given = {k: v for k, v in (("N", N), ("D", D), ("C", C)) if v is not None}
         given["U"] = math.inf if U is None else U
         arrs = {k: np.atleast_1d(np.asarray(v, dtype=np.float64)) for k, v in given.items()}

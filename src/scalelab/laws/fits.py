@@ -3,11 +3,10 @@
 :func:`fit_form` is the one fitting routine behind every parametric law (Chinchilla,
 Kaplan, offset power law, user expressions): Huber loss on log-residuals, every start of a
 grid minimised together by the batched L-BFGS of :mod:`.optim`, the lowest few distinct
-basins polished by scipy's L-BFGS-B at tight tolerances, and diagnostics that say how far
-to trust the answer (best objective, how many starts reached it, the gradient there, the
-parameter correlations). A fit that did not converge carries ``converged=False``; one
-that converged to a suspect optimum (see :meth:`.LawForm.trust_notes`) keeps it but lists
-``cautions`` and its summary says "converged, but: ..."; each raises a :class:`FitWarning`.
+basins polished by scipy's L-BFGS-B at tight tolerances, and diagnostics saying how far to
+trust the answer (best objective, starts reaching it, gradient, parameter correlations).
+Not converged: ``converged=False``; converged to a suspect optimum (:meth:`.LawForm.
+trust_notes`): ``cautions``, "converged, but: ..." in the summary; each a :class:`FitWarning`.
 """
 
 from __future__ import annotations
@@ -150,9 +149,10 @@ class LawFit(Result):
         *,
         x: Any = None,
         theta: Sequence[float] | None = None,
+        **variables: Any,
     ) -> np.ndarray:
-        """The law at the given points (arrays broadcast together); C = k N D if needed."""
-        data = self.inputs(N=N, D=D, C=C, x=x)
+        """The law at the points (broadcast; C = k N D if needed; ``variables``: e.g. ``U``)."""
+        data = self.inputs(N=N, D=D, C=C, x=x, **variables)
         th = np.asarray(self.theta if theta is None else theta, dtype=np.float64)
         return self.law.predict(th, data)
 

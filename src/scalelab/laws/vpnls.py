@@ -47,7 +47,7 @@ from scalelab.errors import UserError
 from scalelab.laws import results as law_results
 from scalelab.laws.fits import FitWarning, LawFit, distinct_optima, fit_form, select_points
 from scalelab.laws.forms import ChinchillaForm
-from scalelab.laws.objective import ChinchillaObjective
+from scalelab.laws.objective import ChinchillaObjective, huber
 from scalelab.laws.optim import STATUS_TEXT, batched_lbfgs, polish, single_threaded_blas
 from scalelab.laws.table import RunTable
 
@@ -248,7 +248,7 @@ def newton_refine(
         t = np.stack([x[0] - x[3] * ln, x[1] - x[4] * ld, np.full_like(ln, x[2])], axis=1)
         lp = np.logaddexp.reduce(t, axis=1)
         r = lp - y
-        f = float(np.sum(w * _huber(r, delta)))
+        f = float(np.sum(w * huber(r, delta)))
         return t, lp, r, f if np.isfinite(f) else math.inf
 
     t, lp, r, f = at(x)
@@ -275,12 +275,6 @@ def newton_refine(
         x = x + step
         t, lp, r, f = new
     return x
-
-
-def _huber(r: np.ndarray, delta: float) -> np.ndarray:
-    """Huber loss, ``r^2/2`` within ``delta`` and ``delta (|r| - delta/2)`` beyond."""
-    c = np.clip(r, -delta, delta)
-    return c * (r - 0.5 * c)
 
 
 def _newton_step(hess: np.ndarray, g: np.ndarray) -> np.ndarray | None:
@@ -483,12 +477,10 @@ def _diagnostics(
     notes: list[tuple[str, str]] = []
     if n_best <= 1 < n_starts:
         notes.append(("one start", f"only {n_best} of {n_starts} starts reached the best optimum"))
-    trust = getattr(fit.law, "trust_notes", None)
-    if trust is not None:
-        hit = search.reached
-        notes += trust(
-            theta, starts=search.starts[hit], ends=search.ends[hit], log_y=np.log(sel.loss)
-        )
+    hit = search.reached
+    notes += fit.law.trust_notes(
+        theta, starts=search.starts[hit], ends=search.ends[hit], log_y=np.log(sel.loss)
+    )
     (alphas, betas), al, be = grid, theta[3], theta[4]
     if not (alphas[0] <= al <= alphas[-1] and betas[0] <= be <= betas[-1]):
         notes.append(("outside the profile", (
@@ -514,7 +506,6 @@ def _diagnostics(
         "local_optima": (tuple(fit.theta),) + tuple(tuple(map(float, x)) for x, _ in others[:4]),
         "warnings": tuple(first + [text for _, text in notes]),
         "seconds": time.perf_counter() - t0,
+        "cautions": tuple(dict.fromkeys(tag for tag, _ in notes)),
     }
-    if "cautions" in {f.name for f in dataclasses.fields(d)}:
-        changes["cautions"] = tuple(dict.fromkeys(tag for tag, _ in notes))
     return dataclasses.replace(d, **changes)

@@ -95,7 +95,7 @@ def allocation_law(fit: Any) -> Any:
     return fit if fit.flops_per_nd is not None else dataclasses.replace(fit, flops_per_nd=LAW_K)
 
 
-def compute_levels(rows: Sequence[dict[str, Any]], conv: str, k: float) -> list[float]:
+def answer_budgets(rows: Sequence[dict[str, Any]], conv: str, k: float) -> list[float]:
     """The study's compute levels, under C = k N D with the study's (non-embedding) N, from
     the fitted ``rows``: the plan's budgets when the plan counts that way (``6n_kaplan``),
     else the median k N D of each level's rungs (``6n_total`` counts all parameters, the
@@ -263,7 +263,7 @@ def study_answer(study: Any, fit: Any, used: set[str] | None = None) -> list[dic
     """:func:`answer_rows` at ``study``'s compute levels (of the rungs in ``used``)."""
     law = allocation_law(fit)
     rows = fitted_rows(study.result_rows(), used)
-    levels = compute_levels(rows, study.plan.flops_convention, law.flops_per_nd)
+    levels = answer_budgets(rows, study.plan.flops_convention, law.flops_per_nd)
     label = "study level" if any(r.get("budget") for r in rows) else "fitted range"
     return answer_rows(fit, levels, label=label)
 
