@@ -358,8 +358,10 @@ def test_config_serialisation_is_unchanged():
         "grad_clip": 1.0,
         "schedule": "cosine",
         "warmup_fraction": 0.05,
+        "warmup_steps": 0,  # 0.3.0: saved configs without it load with this default
         "min_lr_ratio": 0.1,
         "decay_fraction": 0.2,
+        "decay_shape": "linear",  # 0.3.0, as above
     }
     assert RuntimeConfig().to_dict() == {
         "device": "auto",

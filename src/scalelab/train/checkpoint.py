@@ -180,6 +180,20 @@ def resume_latest(run_dir: Path, load: LoadFn, *, warn: bool = True) -> Resumed 
     )
 
 
+def load_intact(path: Path, load: LoadFn) -> dict[str, Any]:
+    """Load checkpoint ``path`` of another run (a WSD branch's start) with ``load`` and
+    return its state; a missing or broken one is a one-line UserError."""
+    if not (path / STATE).is_file():
+        raise UserError(
+            f"checkpoint {path} to start from does not exist: train the run it belongs to "
+            "(a WSD trunk) first"
+        )
+    reason, state = _why_broken(path, load, warn=True)
+    if reason is not None:
+        raise UserError(f"checkpoint {path} to start from is broken ({reason}); retrain its run")
+    return state
+
+
 def fallback_facts(previous: dict[str, Any], resumed: Resumed | None) -> dict[str, Any]:
     """Summary facts on skipped checkpoints: ``resumed_from`` (the step of the latest resume
     that skipped some) and ``skipped_checkpoints`` over all sessions, carried over from the

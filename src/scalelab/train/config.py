@@ -11,7 +11,7 @@ from typing import Literal
 
 from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.train.schedule import Schedule
+from scalelab.train.schedule import DecayShape, Schedule
 
 Precision = Literal["bf16", "fp32", "fp16"]
 
@@ -36,10 +36,14 @@ class OptimConfig(Config):
     """Learning-rate shape after warmup: cosine, wsd (warmup-stable-decay), linear or constant."""
     warmup_fraction: float = 0.05
     """Fraction of the optimizer steps spent in linear warmup."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warmup (0: warmup_fraction of the run). The runs of one WSD trunk share it, so that each branch's schedule is the trunk's up to its cool-down."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of the peak (cosine, wsd, linear)."""
     decay_fraction: float = 0.2
-    """wsd only: fraction of the run spent in the final linear decay."""
+    """wsd only: fraction of the run spent in the final decay (the cool-down)."""
+    decay_shape: DecayShape = "linear"
+    """wsd only: shape of the cool-down: linear, or 1-sqrt (Hägele et al. 2024, arXiv:2405.18392)."""
 
     def validate(self) -> None:
         """Reject values AdamW or the schedule cannot use (``not x > 0`` also catches nan)."""
@@ -54,6 +58,10 @@ class OptimConfig(Config):
             raise UserError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_steps < 0:
+            raise UserError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.decay_shape not in ("linear", "1-sqrt"):
+            raise UserError(f"decay_shape must be linear or 1-sqrt, got {self.decay_shape!r}")
         if not 0 < self.decay_fraction <= 1:
             raise UserError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.grad_clip < 0 or self.weight_decay < 0:

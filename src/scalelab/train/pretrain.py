@@ -76,6 +76,11 @@ class PretrainConfig(Config):
     sampling: Sampling = "epoch"
     """How training windows are drawn: epoch (every window of the training split once per epoch, in a seeded order) or iid (with replacement, as scalelab did before 0.3.0). A run keeps the sampling it started with when resumed; a saved config without this key is iid. bert pairs are always drawn i.i.d."""
 
+    save_steps: tuple[int, ...] = ()
+    """Also checkpoint at these optimizer steps and keep those checkpoints (a WSD trunk's branch points)."""
+    init_from: Path | None = None
+    """Start from this checkpoint of another run (a WSD trunk's step-XXXXXXXX directory): weights, optimizer, step and RNG; used only while the run has no checkpoint of its own."""
+
     def validate(self) -> None:
         if self.seq_len < 8:
             raise UserError(f"seq_len must be at least 8, got {self.seq_len}")
@@ -104,7 +109,9 @@ class PretrainConfig(Config):
 
 
 # Fields that may change between runs of the same directory without changing the result.
-_RUNTIME_KEYS = ("runtime", "dataset", "data_root")
+# ``save_steps`` only keeps checkpoints; ``init_from`` names where a branch's trunk lies
+# (a moved study still resumes).
+_RUNTIME_KEYS = ("runtime", "dataset", "data_root", "save_steps", "init_from")
 
 
 def resolve(cfg: PretrainConfig, vocab_size: int) -> PretrainConfig:
@@ -208,6 +215,8 @@ def pretrain(
         seed=cfg.seed,
         tokens_per_step=cfg.batch_tokens,
         unique_tokens=batches.unique_tokens,
+        keep_steps=tuple(cfg.save_steps),
+        init_from=Path(cfg.init_from) if cfg.init_from else None,
         evaluation=Evaluation(fn=_validation_loss(val, cfg.runtime.precision), every=eval_every),
         io=ModelIO(
             export=lambda m, d: save_hf(m, d, extra_config=special),
@@ -313,7 +322,17 @@ def _static_summary(cfg: PretrainConfig, counts: Any, dataset_dir: Path, ds: Any
         # The trainer turns this into the MFU (scalelab.train.mfu: PaLM's 6N + 12LHQT).
         "mfu_flops_per_token": model_flops_per_token(cfg.model, cfg.seq_len),
         "versions": versions(),
+        **_branch_facts(cfg),
     }
+
+
+def _branch_facts(cfg: PretrainConfig) -> dict[str, Any]:
+    """``branch_of``: the checkpoint a WSD branch started from, and its step."""
+    if cfg.init_from is None:
+        return {}
+    path = Path(cfg.init_from)
+    step = int(path.name.removeprefix("step-")) if path.name.startswith("step-") else None
+    return {"branch_of": {"checkpoint": str(path), "step": step}}
 
 
 def _runtime_model_options(model: Any, runtime: RuntimeConfig) -> None:

@@ -11,6 +11,13 @@ import math
 from typing import Literal
 
 Schedule = Literal["cosine", "wsd", "linear", "constant"]
+DecayShape = Literal["linear", "1-sqrt"]
+
+
+def wsd_decay_start(total_steps: int, decay_fraction: float) -> int:
+    """The first step of a ``wsd`` run's decay: its last ``decay_fraction`` of the steps
+    (at least one). A WSD trunk saves the checkpoint a branch starts from at this step."""
+    return total_steps - max(1, round(decay_fraction * total_steps))
 
 
 def lr_multiplier(
@@ -21,6 +28,7 @@ def lr_multiplier(
     warmup_steps: int = 0,
     min_lr_ratio: float = 0.1,
     decay_fraction: float = 0.2,
+    decay_shape: DecayShape = "linear",
 ) -> float:
     """Multiplier of the peak learning rate for optimizer step ``step`` (0-based).
 
@@ -30,7 +38,9 @@ def lr_multiplier(
       and decay to 10% of the peak, our default);
     - ``wsd``: warmup-stable-decay — constant, then a linear decay to ``min_lr_ratio``
       over the final ``decay_fraction`` of the run (Hu et al. 2024, MiniCPM; Hägele et
-      al. 2024 find a 20% cool-down matches cosine);
+      al. 2024 find a 20% cool-down matches cosine); ``decay_shape`` ``1-sqrt`` decays
+      as 1 - sqrt(progress) instead, the cool-down Hägele et al. 2024 (arXiv:2405.18392,
+      Sec. 3, Fig. 4) found better than linear;
     - ``linear``: linear decay from 1 to ``min_lr_ratio`` (BERT-style fine-tuning);
     - ``constant``: 1 after warmup.
     """
@@ -47,10 +57,11 @@ def lr_multiplier(
     if schedule == "linear":
         return 1.0 - (1.0 - min_lr_ratio) * progress
     if schedule == "wsd":
-        decay_steps = max(1, round(decay_fraction * total_steps))
-        decay_start = total_steps - decay_steps
+        decay_start = wsd_decay_start(total_steps, decay_fraction)
         if step < decay_start:
             return 1.0
-        frac = min(1.0, (step - decay_start + 1) / decay_steps)
+        frac = min(1.0, (step - decay_start + 1) / (total_steps - decay_start))
+        if decay_shape == "1-sqrt":
+            frac = math.sqrt(frac)
         return 1.0 - (1.0 - min_lr_ratio) * frac
     raise ValueError(f"unknown schedule {schedule!r}")

@@ -19,15 +19,13 @@ so a run killed at any point and resumed retraces the uninterrupted run exactly 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,141 +33,30 @@ from torch import nn
 from scalelab.errors import TrainingFailed, UserError
 from scalelab.train import distributed as ddp
 from scalelab.train.checkpoint import (
-    ExportFn,
-    RestoreFn,
-    export_state_dict,
     fallback_facts,
     load_checkpoint,
+    load_intact,
     remove_leftovers,
-    restore_state_dict,
     resume_latest,
     rng_state,
     save_checkpoint,
 )
 from scalelab.train.config import OptimConfig, RuntimeConfig
+from scalelab.train.job import (
+    Batch,
+    BatchSource,
+    Evaluation,
+    ModelIO,
+    StepResult,
+    TrainJob,
+    TrainState,
+)
 from scalelab.train.lock import run_lock
 from scalelab.train.metrics_log import MetricsLog, read_summary, write_summary
 from scalelab.train.mfu import mfu_facts
 from scalelab.train.schedule import lr_multiplier
 from scalelab.train.step import make_optimizer, train_step
 from scalelab.train.stop import StopFlag
-
-Batch = dict[str, torch.Tensor]
-
-
-class BatchSource(Protocol):
-    """Stateless batches: the same arguments always give the same batch (exact resume)."""
-
-    def get(self, step: int, micro: int = 0, rank: int = 0, world: int = 1) -> Batch:
-        """The micro-batch ``micro`` of optimizer step ``step`` for ``rank``."""
-        ...
-
-
-@dataclass(kw_only=True)
-class Evaluation:
-    """When the trainer evaluates, and what it does with the result."""
-
-    fn: Callable[[nn.Module], dict[str, float]] | None = None
-    """Metrics of the model (rank 0, eval mode, no grad); None: never evaluate."""
-    every: int = 0
-    """Evaluate every this many steps (0: only at the end)."""
-    at_start: bool = False
-    """Also evaluate before the first step of a fresh run."""
-    metric: str = "val_loss"
-    """The key of ``fn``'s result that ranks evaluations (best model, early stopping)."""
-    mode: Literal["min", "max"] = "min"
-    """Whether a lower or a higher ``metric`` is better."""
-    patience: int | None = None
-    """Stop after this many evaluations without improvement (None: never stop early)."""
-    restore_best: bool = False
-    """Keep the best evaluated weights in ``best/`` and load them at the end (fine-tuning)."""
-
-
-@dataclass(kw_only=True)
-class ModelIO:
-    """How the trainer writes, reads and compiles the stage's model."""
-
-    export: ExportFn = export_state_dict
-    """Writes the model into a checkpoint (or ``best/``) directory."""
-    restore: RestoreFn = restore_state_dict
-    """Reads what ``export`` wrote back into the model."""
-    compile_fn: Callable[[nn.Module], nn.Module] | None = None
-    """Used instead of ``torch.compile`` when ``runtime.compile`` is set."""
-
-
-@dataclass(kw_only=True)
-class TrainJob:
-    """Everything the trainer needs from a stage (not user-facing; stages build it)."""
-
-    run_dir: Path
-    model: nn.Module
-    batches: BatchSource
-    total_steps: int
-    grad_accum: int = 1
-    """Micro-batches per optimizer step and rank."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    seed: int = 0
-    tokens_per_step: int | None = None
-    """Tokens per optimizer step, all ranks together, when fixed (pretraining); None: count
-    each batch's non-padding tokens (``attention_mask``, else every ``input_ids`` entry)."""
-    examples_per_step: int | None = None
-    """Examples per optimizer step (fine-tuning); reported as ``examples`` in the summary."""
-    unique_tokens: int | None = None
-    """Distinct training tokens the batches come from (pretraining): the summary then has
-    ``unique_tokens``, ``tokens_seen`` (= ``tokens``) and ``epochs`` = their ratio."""
-    evaluation: Evaluation = field(default_factory=Evaluation)
-    io: ModelIO = field(default_factory=ModelIO)
-    checkpoint_every: int = 0
-    """Checkpoint every this many steps (0: time-based only, plus at the end)."""
-    on_step_end: Callable[[int], None] | None = None
-    """Called with the step index after each optimizer step (gradients already cleared)."""
-    flops_per_token: dict[str, float] = field(default_factory=dict)
-    """FLOPs per training token under each named convention (for the summary)."""
-    summary: dict[str, Any] = field(default_factory=dict)
-    """Static facts merged into summary.json (parameter counts, config hash, ...)."""
-    description: str = "train"
-    """Label of the progress bar."""
-
-
-@dataclass
-class TrainState:
-    """Where a run stands; a checkpoint's ``trainer_state.json`` is exactly this."""
-
-    step: int = 0
-    """Optimizer steps done (also the data position and the schedule's state)."""
-    best: float | None = None
-    """Best value of the evaluation metric so far."""
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    elapsed_s: float = 0.0
-    """Training and evaluation time over all sessions (not checkpoint writing)."""
-    last_eval: dict[str, float] | None = None
-    finished: bool = False
-    """Stopped early: running the job again does no more steps."""
-    tokens: int = 0
-    """Training tokens seen, all ranks together (absent from older checkpoints)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form written into checkpoints."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainState:
-        """Read a checkpoint's state; missing fields keep their defaults, unknown ones drop."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one optimizer step reports (losses averaged over micro-batches and ranks)."""
-
-    losses: dict[str, float]
-    grad_norm: float
-    lr: float
-    tokens: int
-    """Tokens of this step, all ranks together."""
 
 
 def count_tokens(batch: Batch) -> int:
@@ -222,7 +109,9 @@ class Trainer:
         self.best_dir = self.run_dir / "best"
         self.state = TrainState()
         self.scaler: torch.amp.GradScaler | None = None
-        self._warmup_steps = round(job.optim.warmup_fraction * job.total_steps)
+        self._warmup_steps = job.optim.warmup_steps or round(
+            job.optim.warmup_fraction * job.total_steps
+        )
         # Summary facts of this run; a copy, so that the job itself is never changed.
         self._facts: dict[str, Any] = dict(job.summary)
         self._started_at = time.time()
@@ -342,18 +231,20 @@ class Trainer:
         (dropout differs per rank).
         """
         job, info = self.job, self.info
-        found = resume_latest(
-            self.run_dir,
-            lambda p: load_checkpoint(
+
+        def load(p: Path) -> dict[str, Any]:
+            return load_checkpoint(
                 p,
                 model=self.model,
                 optimizer=self.optimizer,
                 restore=job.io.restore,
                 rank=info.rank,
-            ),
-            warn=info.is_main,
-        )
+            )
+
+        found = resume_latest(self.run_dir, load, warn=info.is_main)
         self._facts.update(fallback_facts(read_summary(self.run_dir), found))
+        if found is None and job.init_from is not None:
+            return self._start_from(job.init_from, load)
         if found is None:
             torch.manual_seed(job.seed + info.rank)
             self.log.start(None)  # from scratch: what a killed first session logged goes
@@ -366,6 +257,21 @@ class Trainer:
         if info.is_main:
             print(
                 f"resuming {self.run_dir} from step {self.state.step}/{job.total_steps}",
+                file=sys.stderr,
+            )
+        return True
+
+    def _start_from(self, path: Path, load: Callable[[Path], dict[str, Any]]) -> bool:
+        """Start from another run's checkpoint (a WSD branch from its trunk): its weights,
+        optimizer, RNG and state; this run's own log starts empty."""
+        state = load_intact(Path(path), load)
+        self.state = TrainState.from_dict(state)
+        self.state.finished = False
+        self.log.start(None)
+        if self.info.is_main:
+            print(
+                f"starting {self.run_dir} from {path} (step {self.state.step}/"
+                f"{self.job.total_steps})",
                 file=sys.stderr,
             )
         return True
@@ -396,6 +302,7 @@ class Trainer:
             warmup_steps=self._warmup_steps,
             min_lr_ratio=job.optim.min_lr_ratio,
             decay_fraction=job.optim.decay_fraction,
+            decay_shape=job.optim.decay_shape,
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -458,6 +365,7 @@ class Trainer:
         timed = time.monotonic() - self._last_ckpt_time >= job.runtime.checkpoint_every_s
         wants_stop, timed = ddp.broadcast(self.info, (stop.poll(), timed))
         due = (job.checkpoint_every and state.step % job.checkpoint_every == 0) or timed
+        due = due or state.step in job.keep_steps
         if done or stopping or wants_stop or due:
             self.checkpoint()
             self._last_ckpt_time = time.monotonic()
@@ -541,6 +449,9 @@ class Trainer:
                 rng_states=rngs,
                 export=self.job.io.export,
                 keep=self.job.runtime.keep_checkpoints,
+                protect=tuple(
+                    self.run_dir / "checkpoints" / f"step-{s:08d}" for s in self.job.keep_steps
+                ),
             )
             write_summary(self.run_dir, self.summary("running"))
         ddp.barrier(info)
