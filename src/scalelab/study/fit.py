@@ -7,6 +7,8 @@ role is ``fit``:
   bootstrap, N being the non-embedding parameter count and C = 6 N D;
 - Approach 2 (IsoFLOP parabolas) when the design has compute levels;
 - Approach 1 (the envelope of the validation curves) when there are curves;
+- the allocation exponents under non-embedding and total N, each with C = 6 N D and the
+  Appendix F count, side by side (``conventions``, :mod:`scalelab.study.conventions`);
 
 and then predicts every held-out rung from the Approach 3 law, with a prediction interval,
 and states the error. Everything is written under ``STUDY/fits/``; ``summary.json`` lists
@@ -124,6 +126,7 @@ def fit_study(study: Study, cfg: StudyFitConfig) -> dict[str, Any]:
     ]
     if study.plan.design == "isoflop" and "budget" in (table.extra or {}):
         out["isoflop"] = _fit_approach2(table, fits_dir)
+    out["conventions"] = _fit_conventions(fit_rows, near, cfg, conv)
     envelope = _fit_approach1(fit_rows, fits_dir)
     if envelope is not None:
         out["envelope"] = envelope
@@ -193,6 +196,30 @@ def _fit_approach3(
         "rungs": [r["rung"] for r in near],
     }
     return chin, all_rungs
+
+
+def _fit_conventions(
+    fit_rows: list[dict], near: list[dict], cfg: StudyFitConfig, conv: str
+) -> dict[str, Any]:
+    """The allocation exponents under non-embedding and total N, each with C = 6 N D and the
+    Appendix F count (:func:`scalelab.study.conventions.allocation_by_convention`; Pearce &
+    Song 2024, arXiv:2406.12907; Porian et al. 2024, arXiv:2406.19146): Approach 3 on the
+    rungs of the main law, with its start grid, and Approach 2 on every fit rung."""
+    from scalelab.laws import hoffmann_grid, small_grid
+    from scalelab.study.conventions import allocation_by_convention
+
+    try:
+        return allocation_by_convention(
+            fit_rows,
+            approach3_rows=near,
+            loss=cfg.loss,
+            plan_convention=conv,
+            n_boot=cfg.bootstrap,
+            seed=cfg.seed,
+            grid=hoffmann_grid() if cfg.grid == "hoffmann" else small_grid(),
+        ).to_dict()
+    except UserError as exc:  # each cell records its own failure; this is a last resort
+        return {"error": str(exc), "cells": []}
 
 
 def _bootstrap(
@@ -400,6 +427,9 @@ def describe_fit(summary: dict[str, Any], study: Study | None = None) -> str:
             lines.append(
                 f"{name}: N_opt ∝ C^{summary[key]['a']:.3f}, D_opt ∝ C^{summary[key]['b']:.3f}"
             )
+    from scalelab.study.report.conventions_section import convention_lines
+
+    lines += convention_lines(summary)
     skipped = [w for w in summary["chinchilla"].get("warnings", []) if w.startswith("calibrated")]
     if skipped:
         lines.append(f"  {skipped[0].split(' (')[0]} (runs resampled instead)")

@@ -5,7 +5,8 @@ compute-optimal N, D, tokens per parameter and loss with 95% intervals at the st
 levels and at 10x and 100x the largest, :mod:`scalelab.study.answer`), plan and rungs, loss
 curves, loss against N / D / C with the fitted law and its bands, IsoFLOP profiles,
 compute-optimal N and D against C, the fitted laws with intervals beside the published
-Chinchilla fits, residuals, the extrapolation check on the held-out rung(s), per-source
+Chinchilla fits, the exponents under each N and C convention (:mod:`.conventions_section`),
+residuals, the extrapolation check on the held-out rung(s), per-source
 validation losses, and (when present) the downstream section. In every figure the rungs the
 law was not fitted to (held out, or outside a frontier band) are drawn hollow (dashed or
 dotted curves) and named in the legend; only the fits' own warnings reach the page.
@@ -388,6 +389,7 @@ def _law_sections(
     ``used``: the rung ids the saved fit used (default: every fit rung)."""
     from scalelab.laws.plots import plot_loss_vs_n, plot_residuals
     from scalelab.study.answer import fit_notes, identification_warning, law_rows
+    from scalelab.study.report.conventions_section import conventions_section
 
     fit_rows = [r for r in done if r["role"] == "fit"]
     # The points of the saved fit (a frontier band fits only some of the fit rungs).
@@ -436,6 +438,7 @@ def _law_sections(
         _approach_rows(chin, fits),
         caption="Compute-optimal exponents by approach (Hoffmann et al. 2022 found a ≈ b ≈ 0.5).",
     )
+    conventions_section(rep, fits)  # the exponents under each N and C convention
     rep.figure(
         plot_residuals(table, chin, n_label=N_LABEL, **not_fitted),
         "residuals",
