@@ -1,4 +1,4 @@
-"""``scalelab demo``, ``plan``, ``study run|status|fit|finetune|eval``, ``report``: studies."""
+"""``scalelab demo``, ``plan``, ``study run|status|fit|finetune|eval|sweep``, ``report``: studies."""
 
 from __future__ import annotations
 
@@ -123,6 +123,31 @@ def _register_study(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(ft, StudyFinetuneConfig)
     ft.set_defaults(func=_finetune)
     _register_study_eval(ssub)
+    _register_study_sweep(ssub)
+
+
+def _register_study_sweep(ssub: argparse._SubParsersAction) -> None:
+    from scalelab.study.sweep import SweepConfig
+
+    sweep = subparser(
+        ssub,
+        "sweep",
+        help="Train a few small sizes at several learning rates (resumable), fit lr_opt as a power "
+        "law of N (or C), and print the `scalelab plan` flags that use it (policy rule fitted).",
+        example="scalelab study sweep --out runs/sweep --sizes 2e3,6e3,2e4 --aspect-ratio 32 \\\n"
+        "      --prior-tokens-per-param 30 --base.data.vocab-size 1024 --base.seq-len 128\n"
+        "  scalelab study sweep --out runs/sweep --lr-multipliers 0.25,0.5,1,2,4 --lr-centre 0.01\n"
+        "  then: scalelab plan ... --policy.rule fitted --policy.lr-coef C --policy.lr-exponent P "
+        "--policy.lr-basis N (as printed)",
+    )
+    sweep.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="sweep directory: members/<id>/ (ordinary run directories), sweep.yaml, sweep.json",
+    )
+    add_config_arguments(sweep, SweepConfig)
+    sweep.set_defaults(func=_sweep)
 
 
 def _register_study_eval(ssub: argparse._SubParsersAction) -> None:
@@ -192,6 +217,20 @@ def _study_eval(args: argparse.Namespace) -> int:
     outcome = eval_study(study, config_from_args(StudyEvalConfig, args))
     print(describe(study, outcome))
     print(f"the report shows it after `scalelab report {args.study}`")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from scalelab.study.sweep import SWEEP_FILE, SweepConfig, policy_flags, run_sweep, tuned_policy
+
+    cfg = config_from_args(SweepConfig, args)
+    result = run_sweep(cfg, args.out)
+    print(result.summary())
+    flags = policy_flags(tuned_policy(result, cfg.policy), cfg.policy)
+    print(
+        f"sweep written to {args.out / SWEEP_FILE}; plan the study with this sweep's --base.* "
+        f"and --aspect-ratio and: {flags}"
+    )
     return 0
 
 

@@ -168,8 +168,8 @@ def finetune_study(study: Study, cfg: StudyFinetuneConfig) -> dict[str, str]:
     for rung in study.rungs:
         if cfg.rungs and rung.id not in cfg.rungs:
             continue
-        if study.rung_status(rung) != "completed":
-            continue
+        if study.rung_status(rung) != "completed" or rung.role == "trunk":
+            continue  # a WSD trunk is not cooled down: its branches are the models
         for seed in range(cfg.seeds):
             run_dir = base / rung.id / f"seed{seed}"
             if finetune_done(run_dir):

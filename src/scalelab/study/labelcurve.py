@@ -310,7 +310,9 @@ def _study_rungs(cfg: LabelCurveConfig) -> tuple[Any, list[Any]]:
     rungs = [
         r
         for r in study.rungs
-        if (not cfg.rungs or r.id in cfg.rungs) and study.rung_status(r) == "completed"
+        if (not cfg.rungs or r.id in cfg.rungs)
+        and study.rung_status(r) == "completed"
+        and r.role != "trunk"
     ]
     if not rungs:
         raise UserError(

@@ -41,7 +41,8 @@ import numpy as np
 
 from scalelab.config import Config
 from scalelab.errors import UserError
-from scalelab.study.policy import MAX_EPOCHS, HyperPolicy, repetition_error, repetition_note
+from scalelab.study.plan_text import num, round_sig, too_small
+from scalelab.study.policy import MAX_EPOCHS, HyperPolicy, repetition_error
 from scalelab.train.pretrain import PretrainConfig
 
 Design = Literal["isoflop", "ladder", "grid"]
@@ -96,8 +97,16 @@ class PlanConfig(Config):
     """Rungs held out of the fits and predicted (at the largest compute)."""
     holdout_factor: float = 2.0
     """Compute of the held-out rung relative to the largest fitted budget."""
+    holdout_n: float = 0.0
+    """With holdout_d: the held-out rung's non-embedding size target and tokens, given
+    explicitly (e.g. the next size up), instead of the prior's optimum at holdout_factor x
+    the largest compute (0: that default)."""
+    holdout_d: float = 0.0
+    """Training tokens of the explicit held-out rung (see holdout_n)."""
     min_tokens: int = 65_536
     """Never plan a rung with fewer training tokens than this."""
+    cooldown: float = 0.0
+    """ladder and grid: 0 trains every rung from scratch; > 0 makes a WSD ladder (Hägele et al. 2024, arXiv:2405.18392): the rungs of one size share one warmup-stable trunk and each branches off it with a cool-down of this fraction of its tokens (0.2: theirs; shape: base.optim.decay_shape)."""
     max_epochs: float = MAX_EPOCHS
     """Refuse a rung that trains more epochs of the training split than this (above 1 the data repeats, and the plan and the report say so)."""
     base: PretrainConfig = field(default_factory=PretrainConfig)
@@ -136,6 +145,15 @@ class PlanConfig(Config):
             raise UserError("the grid design needs --sizes and --tokens")
         if self.holdout < 0:
             raise UserError("holdout must be >= 0")
+        if (self.holdout_n > 0) != (self.holdout_d > 0) or min(self.holdout_n, self.holdout_d) < 0:
+            raise UserError("give both holdout_n and holdout_d (positive), or neither")
+        if not 0 <= self.cooldown < 1:
+            raise UserError(f"cooldown must be in [0, 1), got {self.cooldown}")
+        if self.cooldown and self.design == "isoflop":
+            raise UserError(
+                "cooldown (WSD branches) needs the ladder or grid design, where each size "
+                "trains at several token counts"
+            )
         if self.min_tokens < 1:
             raise UserError(f"min_tokens must be at least 1, got {self.min_tokens}")
 
@@ -161,7 +179,7 @@ class Rung:
     """One planned run of the study."""
 
     id: str
-    role: Literal["fit", "holdout"]
+    role: Literal["fit", "holdout", "trunk"]
     budget: float | None
     """The compute level this rung belongs to (isoflop), in the plan's convention."""
     n_target: float
@@ -172,16 +190,39 @@ class Rung:
     lr: float
     flops: dict[str, float]
     est_seconds: float | None = None
+    trunk: str | None = None
+    """A WSD branch: the id of the trunk rung whose checkpoint it starts from."""
+    branch_step: int = 0
+    """A WSD branch: the trunk's optimizer step it starts from, where its cool-down begins."""
+    save_steps: tuple[int, ...] = ()
+    """A WSD trunk: the steps its branches start from (those checkpoints are kept)."""
+    optim: dict[str, Any] = field(default_factory=dict)
+    """Settings of the base optimizer config this rung overrides (a trunk's constant
+    schedule, a branch's cool-down, their shared warmup)."""
+
+    @property
+    def cost_fraction(self) -> float:
+        """The share of this rung's tokens it trains itself (a branch inherits the rest
+        from its trunk, which is counted once, as its own rung)."""
+        return 1.0 - self.branch_step * self.batch_tokens / self.tokens if self.trunk else 1.0
+
+    def cost(self, convention: str) -> float:
+        """The FLOPs (``convention``) that training this rung spends."""
+        return self.flops[convention] * self.cost_fraction
 
     @property
     def N(self) -> int:  # noqa: N802 - the field's symbol
         return int(self.params["non_embedding"])
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["save_steps"] = list(self.save_steps)  # YAML has lists, not tuples
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rung:
+        data = dict(data)
+        data["save_steps"] = tuple(data.get("save_steps") or ())
         return cls(**data)
 
     def pretrain_config(self, base: PretrainConfig) -> PretrainConfig:
@@ -189,7 +230,7 @@ class Rung:
         from scalelab.models.config import ModelConfig
 
         model = ModelConfig.from_shape(self.shape, arch=base.arch, max_seq_len=base.seq_len)
-        optim = base.optim.replace(lr=self.lr)
+        optim = base.optim.replace(lr=self.lr, **self.optim)
         return base.replace(
             size=None,
             params=None,
@@ -197,6 +238,7 @@ class Rung:
             tokens=self.tokens,
             batch_tokens=self.batch_tokens,
             optim=optim,
+            save_steps=tuple(self.save_steps),
         )
 
 
@@ -241,7 +283,7 @@ def _rung(
         params=counts.to_dict(),
         tokens=int(tokens),
         batch_tokens=int(batch),
-        lr=cfg.policy.learning_rate(compute_for_policy),
+        lr=cfg.policy.learning_rate(compute_for_policy, n=counts.non_embedding),
         flops=training_flops(mcfg, tokens, seq),
     )
 
@@ -296,29 +338,6 @@ def _smallest_target(cfg: PlanConfig, budget: float, vocab_size: int) -> float:
     return _prior_n_opt(cfg, c1, vocab_size) / math.sqrt(cfg.size_spread)
 
 
-def num(x: float) -> str:
-    """The shortest spelling of ``x`` that reads back as exactly ``x`` (``3.1e14``, ``0.82``,
-    ``100``), without an exponent where that is as short."""
-    plain = repr(float(x)).removesuffix(".0")
-    for digits in range(1, 18):
-        text = f"{x:.{digits}g}".replace("e+", "e")
-        if float(text) == x:
-            return plain if len(plain) <= len(text) else text
-    return plain
-
-
-def round_sig(x: float, digits: int, *, up: bool) -> float:
-    """``x`` rounded up (or down) to ``digits`` significant digits, spelled exactly as typed."""
-    e = math.floor(math.log10(x)) - digits + 1
-    m = math.ceil(x / 10.0**e) if up else math.floor(x / 10.0**e)
-    value = float(f"{m}e{e}")
-    if up and value < x:  # the division rounded the wrong way
-        value = float(f"{m + 1}e{e}")
-    elif not up and value > x:
-        value = float(f"{m - 1}e{e}")
-    return value
-
-
 def min_budget_flops(cfg: PlanConfig, vocab_size: int) -> float:
     """The smallest budget (FLOPs, the plan's convention) that the design can be planned at.
 
@@ -330,7 +349,7 @@ def min_budget_flops(cfg: PlanConfig, vocab_size: int) -> float:
 
     if cfg.design != "isoflop":
         conv = cfg.flops_convention
-        return sum(r.flops[conv] for r in _explicit_rungs(cfg, vocab_size))
+        return sum(r.cost(conv) for r in _explicit_rungs(cfg, vocab_size))
 
     def ok(budget: float) -> bool:
         return _smallest_target(cfg, budget, vocab_size) >= MIN_TARGET
@@ -355,34 +374,6 @@ def min_budget_flops(cfg: PlanConfig, vocab_size: int) -> float:
 def workable_budget_flops(cfg: PlanConfig, vocab_size: int) -> float:
     """:func:`min_budget_flops` rounded up to 2 significant digits (what errors report)."""
     return round_sig(min_budget_flops(cfg, vocab_size), 2, up=True)
-
-
-_HINTS = {
-    "isoflop": "use fewer levels or sizes (--n-budgets, --sizes-per-budget, --size-spread)",
-    "ladder": "lower --n-max or --tokens-per-param",
-    "grid": "use smaller --sizes or --tokens",
-}
-
-
-def too_small(
-    cfg: PlanConfig,
-    *,
-    floor_flops: float,
-    budget_flops: float | None = None,
-    floor_hours: float | None = None,
-) -> UserError:
-    """The one-line error of a budget below the design's smallest, in the user's unit."""
-    conv, design, hint = cfg.flops_convention, cfg.design, _HINTS[cfg.design]
-    if floor_hours is not None:
-        return UserError(
-            f"a {num(cfg.budget_hours)} h budget is too small for the {design} design on this "
-            f"machine: the smallest workable budget is {num(floor_hours)} h "
-            f"({num(floor_flops)} FLOPs, {conv}); raise --budget-hours or {hint}"
-        )
-    return UserError(
-        f"a {num(budget_flops)} FLOPs budget is too small for the {design} design: the smallest "
-        f"workable budget is {num(floor_flops)} FLOPs ({conv}); raise --budget-flops or {hint}"
-    )
 
 
 def _isoflop_rungs(cfg: PlanConfig, budget: float, vocab_size: int) -> list[Rung]:
@@ -417,10 +408,15 @@ def _explicit_rungs(cfg: PlanConfig, vocab_size: int) -> list[Rung]:
         ]
     else:
         pairs = [(n, d) for n in cfg.sizes for d in cfg.tokens]
-    return [
+    rungs = [
         _rung(cfg, rid=f"r{i:02d}", n_target=n, tokens=d, vocab_size=vocab_size)
         for i, (n, d) in enumerate(pairs)
     ]
+    if not cfg.cooldown:
+        return rungs
+    from scalelab.study.wsd import branch_families
+
+    return branch_families(cfg, rungs)
 
 
 def plan_rungs(
@@ -436,20 +432,28 @@ def plan_rungs(
         top = max(r.budget or 0.0 for r in rungs)
     else:
         rungs = _explicit_rungs(cfg, vocab_size)
-        top = max(r.flops[conv] for r in rungs)
-        spent = sum(r.flops[conv] for r in rungs)
+        top = max(r.flops[conv] for r in rungs if r.role == "fit")
+        spent = sum(r.cost(conv) for r in rungs)
         if budget_flops is not None and spent > budget_flops:
             floor = round_sig(spent, 2, up=True)
             raise too_small(cfg, budget_flops=budget_flops, floor_flops=floor)
     for h in range(cfg.holdout):
         c = top * cfg.holdout_factor * (1 + h)
-        n = _prior_n_opt(cfg, c, vocab_size)
         rid = f"holdout{h}"
-        rungs.append(
-            _rung(cfg, rid=rid, role="holdout", budget=c, n_target=n, vocab_size=vocab_size)
-        )
+        if cfg.holdout_n:  # explicit: the (h+1)-th of them is (h+1) times as long
+            held = _rung(cfg, rid=rid, role="holdout", n_target=cfg.holdout_n,
+                         tokens=cfg.holdout_d * (1 + h), vocab_size=vocab_size)  # fmt: skip
+        else:
+            n = _prior_n_opt(cfg, c, vocab_size)
+            held = _rung(cfg, rid=rid, role="holdout", budget=c, n_target=n, vocab_size=vocab_size)
+        if cfg.cooldown:  # trained from scratch with the branches' schedule shape
+            held = dataclasses.replace(
+                held, optim={"schedule": "wsd", "decay_fraction": cfg.cooldown}
+            )
+        rungs.append(held)
+    first = sorted((r for r in rungs if r.role == "trunk"), key=lambda r: r.flops[conv])
     fit = sorted((r for r in rungs if r.role == "fit"), key=lambda r: r.flops[conv])
-    return fit + [r for r in rungs if r.role == "holdout"]
+    return first + fit + [r for r in rungs if r.role == "holdout"]
 
 
 def with_estimates(rungs: list[Rung], probe: dict[str, Any] | None) -> list[Rung]:
@@ -519,57 +523,14 @@ def dataset_train_tokens(dataset: str | Path) -> int | None:
     return sum(ds.num_tokens("train", s) for s in ds.sources if mix.get(s, 0) > 0) or None
 
 
-def plan_table(
-    rungs: list[Rung], convention: str, corpus_tokens: int | None = None, max_epochs: float = 1.0
-) -> str:
-    """The rungs as a text table (what ``scalelab plan`` prints); with ``corpus_tokens``
-    (the training split's size) each rung's epochs, a note on those above one, or that
-    they are unknown until the data is prepared."""
-    ep = f"{'epochs':>8}" if corpus_tokens else ""
-    head = f"{'rung':<10}{'role':<8}{'N':>11}{'shape':>10}{'D':>12}{'D/N':>7}{'C':>10}{'lr':>9}{'batch':>7}{ep}{'est':>8}"
-    lines = [head, "-" * len(head)]
-    for r in rungs:
-        est = f"{r.est_seconds:.0f}s" if r.est_seconds else "–"
-        ep = f"{r.tokens / corpus_tokens:>8.2f}" if corpus_tokens else ""
-        lines.append(
-            f"{r.id:<10}{r.role:<8}{r.N:>11,}{r.shape['n_layer']:>4}x{r.shape['d_model']:<5}{r.tokens:>12,}"
-            f"{r.tokens / r.N:>7.1f}{r.flops[convention]:>10.2e}{r.lr:>9.2e}{r.batch_tokens:>7}{ep}{est:>8}"
-        )
-    total_c = sum(r.flops[convention] for r in rungs)
-    est = [r.est_seconds for r in rungs if r.est_seconds]
-    lines.append(
-        f"{len(rungs)} rungs, {total_c:.3e} FLOPs ({convention})"
-        + (f", {sum(est):.0f} s of training" if est else "")
-    )
-    note = corpus_tokens and repetition_note(rungs, corpus_tokens, max_epochs)
-    if note:
-        lines.append(f"note: {note}")
-    elif not corpus_tokens:
-        lines.append(
-            "epochs: checked when the data is prepared (`scalelab study run` refuses a rung above "
-            f"--max-epochs {max_epochs:g}); plan with --base.dataset DIR to see them now"
-        )
-    return "\n".join(lines)
-
-
-def hours_line(plan: PlanConfig, facts: dict[str, Any]) -> str:
-    """What ``--budget-hours`` became: the FLOPs that reproduce the plan on any machine."""
-    budget, probe = num(facts["budget_flops"]), facts.get("probe") or {}
-    workers, threads = facts["workers"], facts["threads"]
-    where = f", probe cached in {probe['cache']}" if probe.get("cache") else ""
-    return (
-        f"--budget-hours {num(plan.budget_hours or 0)} = {budget} FLOPs ({plan.flops_convention}) "
-        f"on this machine ({workers} worker{'s' * (workers != 1)} x {threads} "
-        f"thread{'s' * (threads != 1)}{where}); --budget-flops {budget} plans the same rungs anywhere"
-    )
-
-
 def plan_study(
     plan: PlanConfig, out: Path | None, *, dry_run: bool, probe: bool, workers: int = 0
 ) -> Any:
     """The ``scalelab plan`` stage: print the rungs; unless ``dry_run``, write the study."""
     if not dry_run and out is None:
         raise UserError("give the study directory with --out (or use --dry-run)")
+    from scalelab.study.plan_text import hours_line, plan_table
+
     rungs, facts = make_plan(plan, probe=probe, workers=workers)
     print(plan_table(rungs, plan.flops_convention, facts.get("train_tokens"), plan.max_epochs))
     if plan.budget_hours is not None:

@@ -413,7 +413,7 @@ def budget_for_hours(
     if plan.design != "isoflop":
         # Fixed rungs, and a FLOP budget that pays for the fitted ones only: the FLOPs that
         # fit in the hours at this design's rate, its holdout's time charged as well.
-        spent = sum(r.flops[plan.flops_convention] for r in at_floor if r.role == "fit")
+        spent = sum(r.cost(plan.flops_convention) for r in at_floor if r.role != "holdout")
         return max(round_sig(target_s * spent / need, 3, up=False), floor), probe
     budget = _search_hours(plan, vocab, probe, target_s, floor)
     found = plan_rungs(plan, vocab_size=vocab, budget_flops=budget)
@@ -435,5 +435,6 @@ def rate_at(d_model: int, probe: dict[str, Any]) -> float:
 
 
 def estimate_seconds(rung: Rung, probe: dict[str, Any]) -> float:
-    """Estimated wall time of ``rung`` (seconds) at the probed rate of its width."""
-    return rung.flops["chinchilla"] / rate_at(rung.shape["d_model"], probe)
+    """Estimated wall time of ``rung`` (seconds) at the probed rate of its width (a WSD
+    branch: its cool-down only)."""
+    return rung.cost("chinchilla") / rate_at(rung.shape["d_model"], probe)

@@ -110,12 +110,12 @@ def _mark_failed(study: Study, rung: Rung, code: int) -> None:
 
 class _Progress:
     """Study-level progress: one bar over the FLOPs (chinchilla count) of the rungs to
-    train, the rungs finished, and one ETA: the FLOPs left over the FLOP rate of this
+    train (a WSD branch's cool-down only), the rungs finished, and one ETA: the FLOPs left over the FLOP rate of this
     session, both live (a running rung's newest logged step, not its last checkpoint)."""
 
     def __init__(self, study: Study, todo: list[Rung], enabled: bool) -> None:
         self.study, self.todo = study, todo
-        self.total = sum(r.flops["chinchilla"] for r in todo) or 1.0
+        self.total = sum(r.cost("chinchilla") for r in todo) or 1.0
         self.bar = None
         self.t0 = time.monotonic()
         self.trained0 = 0.0
@@ -137,7 +137,9 @@ class _Progress:
         finished, trained, left = 0, 0.0, 0.0
         for r in self.todo:
             status, frac = self.study.rung_progress(r)
-            flops = r.flops["chinchilla"]
+            flops = r.cost("chinchilla")
+            inherited = 1.0 - r.cost_fraction  # a WSD branch's steps done by its trunk
+            frac = max(0.0, (frac - inherited) / r.cost_fraction)
             trained += frac * flops
             if status in ("completed", "failed"):
                 finished += 1
@@ -207,7 +209,7 @@ def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
         run_dir.mkdir(parents=True, exist_ok=True)
         if status == "failed":  # retry: clear the failure so the run resumes from its checkpoint
             (run_dir / "summary.json").unlink(missing_ok=True)
-        rung_cfg = rung.pretrain_config(base.replace(dataset=dataset.resolve()))
+        rung_cfg = _rung_config(study, rung, base.replace(dataset=dataset.resolve()))
         if rung_cfg.runtime.wandb and not rung_cfg.runtime.wandb_group:  # W&B: grouped by study
             rung_cfg = rung_cfg.replace(
                 runtime=rung_cfg.runtime.replace(wandb_group=study.root.resolve().name)
@@ -223,22 +225,56 @@ def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
     progress = _Progress(study, todo, cfg.progress)
     job_failures: dict[str, str] = {}
     try:
-        if cfg.executor == "slurm":
-            job_failures = _run_slurm(study, todo, cfg, progress)
-        else:
-            workers, threads = resolve_parallelism(cfg, study)
-            print(
-                f"training {len(todo)} rung(s) with the {cfg.executor} executor: {workers} at a "
-                f"time, {threads} thread(s) each; logs in {study.root / 'rungs'}/<rung>/train.log",
-                file=sys.stderr,
+        # WSD branches start from their trunk's checkpoints: trunks (and every rung trained
+        # from scratch) first, then the branches whose trunk completed.
+        job_failures = _execute(study, [r for r in todo if not r.trunk], cfg, progress)
+        ready = [r for r in todo if r.trunk and _trunk_done(study, r)]
+        waiting = [r for r in todo if r.trunk and r not in ready]
+        if ready:
+            job_failures.update(_execute(study, ready, cfg, progress))
+        if waiting:
+            progress.note(
+                f"{len(waiting)} branch rung(s) wait for their trunk to complete "
+                f"({', '.join(sorted({r.trunk or '' for r in waiting}))})"
             )
-            run = _run_ray if cfg.executor == "ray" else _run_local
-            run(study, todo, cfg, threads, workers, progress)
     finally:
         progress.close()
         study.write_results()
     results = {r.id: study.rung_status(r) for r in study.rungs}
     return {**results, **dict.fromkeys(job_failures, "failed")}
+
+
+def _rung_config(study: Study, rung: Rung, base: Any) -> Any:
+    """The pretraining config of ``rung`` (a WSD branch: starting from its trunk's
+    checkpoint at its branch step)."""
+    cfg = rung.pretrain_config(base)
+    if rung.trunk:
+        trunk = study.rung_dir(study.rung(rung.trunk))
+        point = trunk / "checkpoints" / f"step-{rung.branch_step:08d}"
+        cfg = cfg.replace(init_from=point.resolve())
+    return cfg
+
+
+def _trunk_done(study: Study, rung: Rung) -> bool:
+    return study.rung_status(study.rung(rung.trunk or "")) == "completed"
+
+
+def _execute(study: Study, todo: list[Rung], cfg: RunConfig, progress: _Progress) -> dict[str, str]:
+    """Train ``todo`` with the configured executor: {rung id: message} of the Slurm jobs
+    that ended before their rung did."""
+    if not todo:
+        return {}
+    if cfg.executor == "slurm":
+        return _run_slurm(study, todo, cfg, progress)
+    workers, threads = resolve_parallelism(cfg, study)
+    print(
+        f"training {len(todo)} rung(s) with the {cfg.executor} executor: {workers} at a "
+        f"time, {threads} thread(s) each; logs in {study.root / 'rungs'}/<rung>/train.log",
+        file=sys.stderr,
+    )
+    run = _run_ray if cfg.executor == "ray" else _run_local
+    run(study, todo, cfg, threads, workers, progress)
+    return {}
 
 
 def _run_slurm(

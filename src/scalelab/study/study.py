@@ -50,6 +50,7 @@ RESULT_COLUMNS = [
     "N_total", "N_embedding", "D", "unique_tokens", "epochs", "C_6n_kaplan", "C_6n_total",
     "C_chinchilla", "final_val_loss", "best_val_loss", "n_layer", "d_model", "n_head", "d_ff",
     "lr", "batch_tokens", "seq_len", "wall_time_s", "tokens_per_s", "mfu", "step", "total_steps",
+    "trunk",
 ]  # fmt: skip
 # Columns of curves.csv (per-source losses follow as val_loss/<source>) and downstream.csv.
 CURVE_COLUMNS = ["rung", "step", "tokens", "val_loss"]
@@ -74,7 +75,7 @@ _SOURCE_LOSS = Column("val_loss/<source>", _LOSS, "validation loss on one source
 DATA_DICTIONARY: dict[str, tuple[Column, ...]] = {
     "results.csv": (
         Column("rung", "id", "rung id (its run directory is `rungs/<rung>/`)"),
-        Column("role", "fit, holdout", "fit: a point of the fits; holdout: predicted by them"),
+        Column("role", "fit, holdout, trunk", "fit: a point of the fits; holdout: predicted by them; trunk: the shared warmup-stable phase of a WSD ladder's branches (not a point)"),
         Column("status", "pending, running, interrupted, completed, failed", "where the rung stands"),
         Column("in_fit", "true, false", "the rung is a point of the saved Approach 3 fit (`fits/summary.json`); false for every rung before a fit; empty when an older fit does not tell"),
         Column("budget_flops", "FLOPs", "the compute level the rung belongs to, in `budget_convention` (isoflop designs; empty otherwise)"),
@@ -102,6 +103,7 @@ DATA_DICTIONARY: dict[str, tuple[Column, ...]] = {
         Column("mfu", "fraction (0-1)", "model FLOPs utilisation: 6N + 12·L·H·Q·T FLOPs per token (PaLM, Chowdhery et al. 2022, App. B) times tokens/s over the device's dense bf16 peak (`summary.json`: `peak_flops`, its source); empty without a known peak (CPU: `--runtime.peak-flops`)"),
         Column("step", "steps", "optimizer steps done"),
         Column("total_steps", "steps", "optimizer steps planned"),
+        Column("trunk", "id", "WSD ladders: the trunk rung whose stable-phase checkpoint this branch cooled down from (`cooldown` in the plan; Hägele et al. 2024); empty: trained from scratch"),
         _SOURCE_LOSS,
     ),
     "curves.csv": (
@@ -234,6 +236,13 @@ class Study:
     # ------------------------------------------------------------------ rungs
     def rung_dir(self, rung: Rung) -> Path:
         return self.root / "rungs" / rung.id
+
+    def rung(self, rung_id: str) -> Rung:
+        """The rung with this id (a one-line error if the plan has none)."""
+        for r in self.rungs:
+            if r.id == rung_id:
+                return r
+        raise UserError(f"{self.root}: the plan has no rung {rung_id!r}")
 
     def rung_summary(self, rung: Rung) -> dict[str, Any] | None:
         path = self.rung_dir(rung) / "summary.json"
@@ -369,6 +378,7 @@ class Study:
                 "step": s.get("step", 0),
                 "total_steps": s.get("total_steps", math.ceil(rung.tokens / rung.batch_tokens)),
                 "curve": json.dumps(_curve(evals[rung.id])),
+                "trunk": rung.trunk,
             }
             if row["unique_tokens"] and row["D"]:
                 row["epochs"] = row["D"] / row["unique_tokens"]

@@ -101,7 +101,9 @@ def _selected_rungs(study: Study, cfg: StudyEvalConfig) -> list[Any]:
     return [
         r
         for r in study.rungs
-        if (not cfg.rungs or r.id in cfg.rungs) and study.rung_status(r) == "completed"
+        if (not cfg.rungs or r.id in cfg.rungs)
+        and study.rung_status(r) == "completed"
+        and r.role != "trunk"  # not cooled down: its WSD branches are the models
     ]
 
 

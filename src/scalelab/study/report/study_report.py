@@ -216,7 +216,8 @@ def build_report(study: Study) -> tuple[Path, Path]:
         load_fit(fits_dir / "chinchilla.json") if (fits_dir / "chinchilla.json").is_file() else None
     )
     iso = load_fit(fits_dir / "isoflop.json") if (fits_dir / "isoflop.json").is_file() else None
-    done = [r for r in rows if r["status"] == "completed"]
+    # A WSD trunk is not a point (its branches are): listed in the plan, never plotted.
+    done = [r for r in rows if r["status"] == "completed" and r["role"] != "trunk"]
 
     rep = Report(
         f"Scaling study: {study.root.name}",
@@ -232,7 +233,7 @@ def build_report(study: Study) -> tuple[Path, Path]:
     if chin is not None and done:
         _law_sections(rep, rows, done, chin, iso, fits, conv, used=used)
 
-    fig = plot_sources(rows, used)
+    fig = plot_sources([r for r in rows if r["role"] != "trunk"], used)
     if fig is not None:
         rep.heading("Validation loss by source")
         rep.figure(
