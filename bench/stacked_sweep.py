@@ -21,6 +21,8 @@ trained alone and in the stack (bf16: the same operations, rounded in other orde
 
     .venv/bin/python bench/stacked_sweep.py                       # about 2 minutes
     .venv/bin/python bench/stacked_sweep.py --shapes 2x64 --k 4,6 --steps 12 --repeats 2
+    .venv/bin/python bench/stacked_sweep.py --shapes 2x32,4x48,5x64 --k 6 --precision fp32 \
+        --batch 1024 --steps 60              # the default demo's shapes, sweep and numerics
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ SHAPES = {"2x64": 2048, "3x96": 4096, "4x128": 4096}
 LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)
 
 
-def config(shape: str, lr: float, dataset: Path, steps: int, threads: int) -> PretrainConfig:
+def config(
+    shape: str, lr: float, dataset: Path, steps: int, threads: int, precision: str = "bf16",
+    batch: int = 0,
+) -> PretrainConfig:  # fmt: skip
     n_layer, d_model = map(int, shape.split("x"))
-    batch = SHAPES.get(shape, 4096)
+    batch = batch or SHAPES.get(shape, 4096)
     return PretrainConfig.from_dict(
         {
             "model": {"n_layer": n_layer, "d_model": d_model, "n_head": max(1, d_model // 32)},
@@ -60,7 +65,7 @@ def config(shape: str, lr: float, dataset: Path, steps: int, threads: int) -> Pr
             "optim": {"lr": lr},
             "runtime": {
                 "threads": threads,
-                "precision": "bf16",
+                "precision": precision,
                 "progress": False,
                 "tensorboard": False,
             },  # fmt: skip
@@ -78,7 +83,10 @@ def bench_shape(shape: str, k: int, args: argparse.Namespace, dataset: Path, wor
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     lrs = LRS[:k]
-    cfgs = [config(shape, lr, dataset, args.steps, args.threads) for lr in lrs]
+    cfgs = [
+        config(shape, lr, dataset, args.steps, args.threads, args.precision, args.batch)
+        for lr in lrs
+    ]
     tokens = cfgs[0].tokens * k
     wall: dict[str, list[float]] = {"seq": [], "seq-math": [], "stacked": []}
     loop: dict[str, list[float]] = {"seq": [], "stacked": []}
@@ -119,6 +127,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=2, help="repetitions (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--precision", default="bf16", help="bf16 or fp32 (the default demo's)")
+    parser.add_argument("--batch", type=int, default=0, help="tokens per step (0: per shape)")
     args = parser.parse_args()
     ks = [int(x) for x in args.k.split(",")]
     if max(ks) > len(LRS):

@@ -112,7 +112,7 @@ def shared(tmp_path_factory) -> Path:
         ["fit", str(root / "runs.csv"), *FIT.split(), "--out", str(root / "fit.json")],
         ["fit", str(root / "runs.csv"), "--n", "params", "--form", "kaplan_n"]
         + ["--out", str(root / "kaplan.json")],
-        ["plan", "--design", "isoflop", "--budget-flops", "3e14", "--out", str(root / "study")],
+        ["plan", "--design", "isoflop", "--budget-flops", "1e15", "--out", str(root / "study")],
     ]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         for argv in commands:
@@ -581,7 +581,7 @@ STUDY_DIR_CASES = [
     case("study status s", r"unknown config key 's/study\.yaml: plan\.n_budgetz'; did you mean 'n_budgets'\?", {"s/study.yaml": study_with("  n_budgets: 3", "  n_budgetz: 3")}),
     case("study status s", r"budget_ratio: expected a number, got 'abc'", {"s/study.yaml": study_with("budget_ratio: 3.0", "budget_ratio: abc")}),
     case("study status s", r"design: 'nosuch' is not one of isoflop, ladder, grid", {"s/study.yaml": study_with("  design: isoflop", "  design: nosuch")}),
-    case("study status s", r"budget_flops must be positive and finite, got -", {"s/study.yaml": study_with("budget_flops: 300000000000000.0", "budget_flops: -1.0")}),
+    case("study status s", r"budget_flops must be positive and finite, got -", {"s/study.yaml": study_with("budget_flops: 1000000000000000.0", "budget_flops: -1.0")}),
     case("study status s", r"runtime\.threads must be >= 0", {"s/study.yaml": study_with("    threads: 0", "    threads: -3")}),
     case("study fit nosuch", r"nosuch is not a study"),
     case("study fit s", r"s/study\.yaml: not valid YAML", {"s/study.yaml": "plan: [\n"}),

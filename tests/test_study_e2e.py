@@ -112,8 +112,9 @@ def test_isoflop_plan_spends_the_budget():
     from scalelab.study.plan import PlanConfig, plan_rungs
 
     cfg = PlanConfig(
-        design="isoflop", budget_flops=1e13, n_budgets=3, sizes_per_budget=4, min_tokens=1
-    )
+        design="isoflop", budget_flops=1e13, n_budgets=3, sizes_per_budget=4, min_tokens=1,
+        flops_convention="6n_kaplan",
+    )  # fmt: skip
     rungs = plan_rungs(cfg, vocab_size=4096)
     fit = [r for r in rungs if r.role == "fit"]
     assert len(fit) == 12 and rungs[-1].role == "holdout"

@@ -36,7 +36,7 @@ def test_each_job_sees_only_its_workers_gpu(tmp_path):
 
 
 def test_workers_default_to_gpus_times_workers_per_gpu(tmp_path, monkeypatch):
-    assert main(["plan", "--budget-flops", "1e13", "--out", str(tmp_path / "s")]) == 0
+    assert main(["plan", "--budget-flops", "1e15", "--out", str(tmp_path / "s")]) == 0
     study = Study.load(tmp_path / "s")
     monkeypatch.setattr(jobs, "cpu_only", lambda device: False)
     monkeypatch.setattr(jobs, "gpu_ids", lambda: ["0", "1"])

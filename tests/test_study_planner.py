@@ -26,11 +26,11 @@ from scalelab.study.plan import (
 
 TOO_SMALL_H = re.compile(
     r"^scalelab: error: a (\S+) h budget is too small for the (\w+) design on this machine: "
-    r"the smallest workable budget is (\S+) h \((\S+) FLOPs, 6n_kaplan\); raise --budget-hours"
+    r"the smallest workable budget is (\S+) h \((\S+) FLOPs, chinchilla\); raise --budget-hours"
 )
 TOO_SMALL_C = re.compile(
     r"^scalelab: error: a (\S+) FLOPs budget is too small for the (\w+) design: "
-    r"the smallest workable budget is (\S+) FLOPs \(6n_kaplan\); raise --budget-flops"
+    r"the smallest workable budget is (\S+) FLOPs \(chinchilla\); raise --budget-flops"
 )
 
 
@@ -137,7 +137,7 @@ def test_too_small_ladder_budget_names_its_fitted_compute(capsys):
     match = TOO_SMALL_C.match(_error_line(capsys))
     assert match and match.group(2) == "ladder"
     cfg = PlanConfig(design="ladder", n_min=2e4, n_max=2e5, n_sizes=3)
-    fitted = sum(r.flops["6n_kaplan"] for r in plan_rungs(cfg, vocab_size=8192) if r.role == "fit")
+    fitted = sum(r.flops["chinchilla"] for r in plan_rungs(cfg, vocab_size=8192) if r.role == "fit")
     assert float(match.group(3)) == round_sig(fitted, 2, up=True)
     assert main([*args, "--budget-flops", match.group(3), "--dry-run"]) == 0
 
@@ -216,7 +216,7 @@ def test_same_hours_give_the_same_plan_from_the_cached_probe(busy_timing, cache_
 def test_the_hours_become_flops_that_reproduce_the_plan(fake_timing, capsys):
     assert main(["plan", "--workers", "1", "--budget-hours", "1", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    match = re.search(r"^--budget-hours 1 = (\S+) FLOPs \(6n_kaplan\) on this machine", out, re.M)
+    match = re.search(r"^--budget-hours 1 = (\S+) FLOPs \(chinchilla\) on this machine", out, re.M)
     assert match, out
     assert f"--budget-flops {match.group(1)} plans the same rungs anywhere" in out
     from_hours, facts = make_plan(PlanConfig(budget_hours=1.0), probe=False, workers=1)
@@ -335,7 +335,15 @@ def test_the_plan_shows_epochs_of_a_prepared_corpus_and_flags_repetition(tiny_bp
     from scalelab.data.prepare import open_dataset
 
     train = open_dataset(tiny_bpe_dataset).manifest["splits"]["train"]["tokens"]
-    argv = ["plan", "--base.dataset", str(tiny_bpe_dataset), "--dry-run", "--budget-flops"]
+    argv = [
+        "plan",
+        "--base.dataset",
+        str(tiny_bpe_dataset),
+        "--dry-run",
+        "--flops-convention",
+        "6n_kaplan",
+        "--budget-flops",
+    ]
     assert main([*argv, "1e12"]) == 2  # above one epoch: refused unless --max-epochs allows it
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "epochs of the" in err[0] and "--max-epochs" in err[0]

@@ -20,16 +20,31 @@ def test_preset_designs(name):
     sizes = {r.N for r in fit}
     assert len(sizes) >= 5
     assert math.log10(max(sizes) / min(sizes)) >= 1.5  # at least 1.5 decades of non-embedding N
-    assert len({r.tokens for r in fit}) >= 5  # D varies too: the Chinchilla form is identifiable
+    assert len({r.tokens for r in fit}) >= 4  # D varies too: the Chinchilla form is identifiable
+    if plan.design == "grid":  # the WSD default and medium: >= 24 points, 2+ layers each
+        assert len(fit) >= 24 and all(r.shape["n_layer"] >= 2 for r in rungs)
+        assert all(r.trunk for r in fit) and plan.cooldown == 0.2
     (held,) = [r for r in rungs if r.role == "holdout"]
-    assert held.budget > max(r.budget for r in fit)  # the held-out rung has the largest compute
+    conv = plan.flops_convention
+    # The held-out rung has the largest compute (and, on the WSD default, the largest N).
+    assert held.flops[conv] > max(r.flops[conv] for r in fit)
     assert rungs[-1] is held  # trained last
 
 
 def test_prior_counts_all_parameters():
     """The prior centres each compute level at prior_tokens_per_param tokens per parameter,
     embeddings included (up to the rounding of shapes); doubling it shrinks every centre."""
-    plan = preset("default")
+    from scalelab.data.config import DataConfig
+    from scalelab.study.plan import PlanConfig
+    from scalelab.study.policy import HyperPolicy
+    from scalelab.train.pretrain import PretrainConfig
+
+    plan = PlanConfig(  # the isoflop default of scalelab 0.3.0 and before
+        budget_flops=2.2e12, aspect_ratio=32.0, prior_tokens_per_param=30.0,
+        flops_convention="6n_kaplan",
+        base=PretrainConfig(data=DataConfig(vocab_size=1024), seq_len=128),
+        policy=HyperPolicy(batch_range=(1024, 1_048_576)),
+    )  # fmt: skip
     centre = {r.budget: r for r in plan_rungs(plan, vocab_size=1024) if r.id.endswith("-n2")}
     for r in centre.values():
         assert r.tokens / r.params["total"] == pytest.approx(plan.prior_tokens_per_param, rel=0.5)

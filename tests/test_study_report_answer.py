@@ -52,8 +52,15 @@ def _study(root, noise: float, seed: int = 0, budgets: int = 4) -> Study:
     """An IsoFLOP study (``budgets`` levels x 4 sizes, one held-out rung) whose losses follow
     :data:`LAW` with multiplicative log-normal noise ``noise``."""
     plan = PlanConfig(
-        design="isoflop", budget_flops=1e13, n_budgets=budgets, sizes_per_budget=4, min_tokens=1
-    )
+        design="isoflop", budget_flops=1e13, n_budgets=budgets, sizes_per_budget=4, min_tokens=1,
+        flops_convention="6n_kaplan",
+    )  # fmt: skip
+    return planted_study(root, plan, lambda n, d: float(chinchilla_loss(n, d, LAW)), noise, seed)
+
+
+def planted_study(root, plan: PlanConfig, law, noise: float, seed: int = 0) -> Study:
+    """The study of ``plan`` (no dataset) whose completed rungs' losses are ``law(N, D)``
+    times log-normal noise ``noise``."""
     plan = plan.replace(base=plan.base.replace(dataset=root / "no-dataset"))
     root.mkdir(parents=True)
     study = Study.create(root, plan, plan_rungs(plan, vocab_size=512), {"vocab_size": 512})
@@ -61,8 +68,7 @@ def _study(root, noise: float, seed: int = 0, budgets: int = 4) -> Study:
     for rung in study.rungs:
         step = max(1, round(rung.tokens / rung.batch_tokens))
         d = step * rung.batch_tokens
-        loss = float(chinchilla_loss(rung.N, d, LAW)) * math.exp(rng.normal(0.0, noise))
-        _write_rung(study, rung, loss)
+        _write_rung(study, rung, law(rung.N, d) * math.exp(rng.normal(0.0, noise)))
     return study
 
 

@@ -79,8 +79,9 @@ def _fake_finetune(study: Study) -> None:
 
 def _make_study(root) -> Study:
     plan = PlanConfig(
-        design="isoflop", budget_flops=1e13, n_budgets=3, sizes_per_budget=4, min_tokens=1
-    )
+        design="isoflop", budget_flops=1e13, n_budgets=3, sizes_per_budget=4, min_tokens=1,
+        flops_convention="6n_kaplan",
+    )  # fmt: skip
     plan = plan.replace(base=plan.base.replace(dataset=root / "no-dataset"))
     root.mkdir(parents=True)
     study = Study.create(root, plan, plan_rungs(plan, vocab_size=512), {"vocab_size": 512})
@@ -98,7 +99,8 @@ def _read(path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _expected_in_fit(study: Study) -> set[str]:
-    """What study.fit's Approach 3 uses: completed fit rungs within 5% of their level's best."""
+    """What study.fit's Approach 3 uses with ``--frontier-band 0.05`` (:data:`FIT`; the
+    default since 0.3.0 is every rung): completed fit rungs within 5% of their level's best."""
     done = [
         (r.id, r.budget, _law(r.N, r.tokens))
         for r in study.rungs
@@ -108,7 +110,7 @@ def _expected_in_fit(study: Study) -> set[str]:
     return {rid for rid, b, loss in done if loss <= 1.05 * best[b]}
 
 
-FIT = ["--bootstrap", "0", "--grid", "small"]
+FIT = ["--bootstrap", "0", "--grid", "small", "--frontier-band", "0.05"]
 
 
 def _no_report(mp: pytest.MonkeyPatch) -> list[Study]:
@@ -290,7 +292,9 @@ def test_study_run_leaves_in_fit_right(tmp_path, monkeypatch):
     assert {r["in_fit"] for r in _read(study.root / "results.csv")[1]} == {"false"}
     calls = _no_report(monkeypatch)
     cfg = RunConfig(only=("no-such-rung",), progress=False)  # trains nothing, then fits
-    assert run_and_fit(study, cfg, StudyFitConfig(bootstrap=0, grid="small")) == 1  # c1-n0
+    assert (
+        run_and_fit(study, cfg, StudyFitConfig(bootstrap=0, grid="small", frontier_band=0.05)) == 1
+    )  # c1-n0
     _, rows = _read(study.root / "results.csv")
     assert {r["rung"] for r in rows if r["in_fit"] == "true"} == _expected_in_fit(study)
     assert len(calls) == 1 and (study.root / "fits" / "chinchilla.json").is_file()

@@ -33,7 +33,7 @@ from scalelab.train.pretrain import PretrainConfig
 SIZES = (2_000, 6_000, 20_000, 60_000)
 # A small ladder (rungs of 4.8e8-4.3e11 FLOPs: DeepSeek's lr is above the 1e-2 clip at all).
 LADDER = PlanConfig(
-    design="ladder", n_min=2e3, n_max=6e4, n_sizes=4, aspect_ratio=32.0, holdout=1,
+    design="ladder", n_min=2e3, n_max=6e4, n_sizes=4, aspect_ratio=32.0, holdout=1, flops_convention="6n_kaplan",
     base=PretrainConfig(seq_len=128), policy=HyperPolicy(batch_range=(1024, 1_048_576)),
 )  # fmt: skip
 MULTS = np.geomspace(1 / 4, 4, 5)
@@ -353,7 +353,12 @@ def test_an_old_policy_loads_and_plans_as_before():
     fixed = HyperPolicy.from_dict({**OLD_POLICY, "rule": "fixed", "lr": 0.02})
     assert fixed.learning_rate(1e12) == 0.02  # the fixed rule is not clipped, as before
     base = PretrainConfig(seq_len=128)
-    plan = {"design": "isoflop", "budget_flops": 2.2e12, "aspect_ratio": 32.0}
+    plan = {
+        "design": "isoflop",
+        "budget_flops": 2.2e12,
+        "aspect_ratio": 32.0,
+        "flops_convention": "6n_kaplan",
+    }  # what an old study.yaml holds
     old_plan = PlanConfig.from_dict({**plan, "policy": OLD_POLICY, "base": base.to_dict()})
     new_plan = PlanConfig(**plan, base=base, policy=HyperPolicy(batch_range=(1024, 1048576)))
     assert [r.to_dict() for r in plan_rungs(old_plan, vocab_size=1024)] == [

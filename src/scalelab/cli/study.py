@@ -31,11 +31,18 @@ def _register_demo_and_plan(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="The default scaling study on the built-in corpus: plan, train, fit, report (rerun to resume).",
         example="scalelab demo                      # about 10 minutes on 2 CPU cores, report in runs/demo/\n"
-        "  scalelab demo --preset medium      # about 30 minutes, more sizes, downstream section",
+        "  scalelab demo --preset medium      # about 30 minutes, more sizes, downstream section\n"
+        "  scalelab demo --seed 2             # the same study with another seed, in runs/demo-seed2/",
     )
     demo.add_argument("--preset", default="default", help="default, medium or gpu (see the README)")
     demo.add_argument(
-        "--out", type=Path, default=None, help="study directory (default: runs/demo[-PRESET])"
+        "--out",
+        type=Path,
+        default=None,
+        help="study directory (default: runs/demo[-PRESET][-seedN])",
+    )
+    demo.add_argument(
+        "--seed", type=count, default=0, help="seed of every rung's init and data order"
     )
     demo.add_argument(
         "--workers", type=count, default=0, help="rungs trained at once (0: automatic)"
@@ -248,4 +255,6 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from scalelab.study.presets import run_demo
 
-    return run_demo(args.preset, out=args.out, workers=args.workers, dataset=args.dataset)
+    return run_demo(
+        args.preset, out=args.out, workers=args.workers, dataset=args.dataset, seed=args.seed
+    )

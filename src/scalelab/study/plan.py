@@ -65,10 +65,13 @@ class PlanConfig(Config):
     (cached per machine and shape; takes precedence over budget_flops)."""
     reprobe: bool = False
     """Measure this machine's throughput again instead of reusing the cached probe."""
-    flops_convention: str = "6n_kaplan"
-    """FLOP convention of budgets and of C in the fits: 6n_kaplan (6 N D, N non-embedding; the
-    convention of Kaplan et al. 2020 and of the Chinchilla law's allocation), 6n_total or
-    chinchilla (Appendix F, full count; what wall time follows)."""
+    flops_convention: str = "chinchilla"
+    """FLOP convention of budgets and compute levels: chinchilla (the default since 0.3.0:
+    Hoffmann et al. 2022 App. F, the full count with attention and the embedding/logit
+    matmuls, which is what the cost follows at small scale), 6n_kaplan (6 N D with N
+    non-embedding, Kaplan et al. 2020; the count of the law's allocation exponents) or
+    6n_total. Every convention is recorded for every rung; the report gives the exponents
+    under 6ND and the full count side by side."""
     n_budgets: int = 3
     """isoflop: number of compute levels."""
     budget_ratio: float = 3.0
@@ -109,6 +112,8 @@ class PlanConfig(Config):
     """ladder and grid: 0 trains every rung from scratch; > 0 makes a WSD ladder (Hägele et al. 2024, arXiv:2405.18392): the rungs of one size share one warmup-stable trunk and each branches off it with a cool-down of this fraction of its tokens (0.2: theirs; shape: base.optim.decay_shape)."""
     max_epochs: float = MAX_EPOCHS
     """Refuse a rung that trains more epochs of the training split than this (above 1 the data repeats, and the plan and the report say so)."""
+    sweep: str = ""
+    """The sweep.json (scalelab study sweep) a fitted learning-rate policy came from; the report draws its curves (builtin:default: the presets' own)."""
     base: PretrainConfig = field(default_factory=PretrainConfig)
     """Pretraining settings shared by every rung (arch, data, seq_len, precision, ...)."""
     policy: HyperPolicy = field(default_factory=HyperPolicy)

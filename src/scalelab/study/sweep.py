@@ -174,8 +174,9 @@ def plan_sweep(cfg: SweepConfig) -> list[SweepMember]:
             tokens = cfg.tokens_per_param * counts.non_embedding
         else:
             tokens = cfg.prior_tokens_per_param * counts.total
+        tokens = max(cfg.min_tokens, tokens)  # before the batch: it follows the tokens
         batch = cfg.policy.batch(training_flops(model, tokens, seq)["6n_kaplan"], int(tokens), seq)
-        tokens = max(cfg.min_tokens, int(math.ceil(tokens / batch) * batch))
+        tokens = int(math.ceil(tokens / batch) * batch)
         compute = training_flops(model, tokens, seq)["6n_kaplan"]
         n = counts.non_embedding
         centre = cfg.lr_centre or cfg.policy.learning_rate(compute, n=n)

@@ -21,7 +21,8 @@ them by size and turns each group into
 A family shares one batch (the smallest of its rungs', so that the shortest branch keeps
 the policy's minimum of optimizer steps), one learning rate (the policy's at the
 geometric mean of the family's compute) and one warmup (``warmup_fraction`` of the
-shortest branch), because a branch must follow its trunk's schedule exactly up to its
+longest branch, at most half of the shortest one's stable phase: a short warmup at a high
+learning rate cost a 3-layer model 0.3 nats here), because a branch must follow its trunk's schedule exactly up to its
 cool-down. A branch is then the same computation as an independent run with that
 schedule: ``tests/test_train_wsd.py`` checks equality, ``bench/wsd_branches.py`` the
 loss gap at demo scale.
@@ -57,10 +58,10 @@ def _family(cfg: PlanConfig, prefix: str, group: list[Rung]) -> list[Rung]:
     middle = math.exp(sum(map(math.log, kaplan)) / len(kaplan))
     lr = cfg.policy.learning_rate(middle, n=group[0].N)
     steps = [math.ceil(r.tokens / batch) for r in group]
-    warmup = max(1, round(cfg.base.optim.warmup_fraction * steps[0]))
     starts = [wsd_decay_start(t, cfg.cooldown) for t in steps]
-    if warmup >= starts[0]:  # the shortest branch must finish warming up before it cools
-        warmup = max(1, starts[0] // 2)
+    # warmup_fraction of the longest branch, at most half of the shortest one's stable
+    # phase: every branch warms up fully before it cools down.
+    warmup = max(1, min(round(cfg.base.optim.warmup_fraction * steps[-1]), starts[0] // 2))
     shared = {"warmup_steps": warmup}
     trunk_tokens = max(starts) * batch
     trunk = dataclasses.replace(

@@ -15,13 +15,16 @@ dotted curves) and named in the legend; only the fits' own warnings reach the pa
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scalelab.errors import UserError
+from scalelab.study.report.calibration_section import calibration_section
+from scalelab.study.report.forms_section import forms_headline
 from scalelab.study.report.html import Report, fmt
+from scalelab.study.report.policy_section import policy_section
 from scalelab.study.study import Study
 
 N_LABEL = "non-embedding N"
@@ -132,9 +135,14 @@ def plot_loss_vs(
             style = {"c": colors} if role == "fit" else hollow(colors)
             pts = ax.scatter([r[key] for r in sel], [r["final_val_loss"] for r in sel], marker=marker, s=size, zorder=3, label=label, **style)  # fmt: skip
             attach_point_titles(pts, [rung_title(r, conv, used) for r in sel])
+    alloc = None
     if chin is not None and var == "C":
         cs = np.geomspace(min(r[key] for r in done) / 2, max(r[key] for r in done) * 4, 80)
-        alloc = calibrated_allocation(allocation_law(chin), cs)
+        try:
+            alloc = calibrated_allocation(allocation_law(chin), cs)
+        except UserError:  # no finite optimum (an exponent <= 0): the text says why
+            alloc = None
+    if alloc is not None:
         ax.plot(cs, alloc.loss, color="k", lw=1.2, label=f"{law_name(chin)} at the compute-optimal N, D")  # fmt: skip
         ivs = alloc.intervals.get("loss")
         if ivs:
@@ -230,6 +238,7 @@ def build_report(study: Study) -> tuple[Path, Path]:
 
         answer_section(rep, study, chin, used)
     _plan_section(rep, study, rows, conv, used)
+    policy_section(rep, study)
     if chin is not None and done:
         _law_sections(rep, rows, done, chin, iso, fits, conv, used=used)
 
@@ -304,6 +313,7 @@ def _headline(
             ),
             style="note" if abs(c["rel_error"]) < 0.03 else "warn",
         )
+    forms_headline(rep, fits)
     if chin is None:
         rep.paragraph(
             "No fit yet: run `scalelab study fit` once enough rungs have finished.", style="warn"
@@ -449,12 +459,18 @@ def _law_sections(
     if fits.get("holdout"):
         _holdout_section(rep, fits["holdout"])
     if fits.get("calibration"):
-        _calibration_section(rep, fits["calibration"])
+        calibration_section(rep, fits["calibration"])
     notes = fits.get("chinchilla", {}).get("warnings", []) + fits.get("isoflop", {}).get(
         "warnings", []
     )
     for n in fit_notes(notes):
         rep.paragraph(n, style="warn")
+
+
+_OPTIMAL_CAPTION = (
+    "N_opt and D_opt against compute from the Approach 3 law (bands: the answer table's 95% "
+    "intervals), IsoFLOP minima as points (hollow: not fitted, not bracketed)."
+)
 
 
 def _allocation_section(
@@ -466,12 +482,12 @@ def _allocation_section(
     from scalelab.study.answer import allocation_law
 
     rep.heading("Compute-optimal allocation")
-    rep.figure(
-        plot_optimal(allocation_law(chin), isoflop=iso, n_label=N_LABEL),
-        "optimal",
-        "N_opt and D_opt against compute from the Approach 3 law (bands: the answer table's 95% "
-        "intervals), IsoFLOP minima as points (hollow: not fitted, not bracketed).",
-    )
+    try:
+        fig = plot_optimal(allocation_law(chin), isoflop=iso, n_label=N_LABEL)
+    except UserError as exc:  # an exponent <= 0: the law has no finite optimum
+        rep.paragraph(f"The Approach 3 law gives no allocation: {exc}.", style="warn")
+    else:
+        rep.figure(fig, "optimal", _OPTIMAL_CAPTION)
     if iso is None:
         return
     iso_cols = {k: [r[k] for r in fit_rows] for k in ("N", "D", "final_val_loss", "budget", "rung")}
@@ -538,44 +554,6 @@ def _holdout_section(rep: Report, checks: list[dict[str, Any]]) -> None:
         plot_holdout(checks),
         "holdout",
         "The held-out rung(s): prediction of the law fitted without them, and the measurement.",
-    )
-
-
-def _calibration_section(rep: Report, cal: dict[str, Any]) -> None:
-    """Rolling-origin calibration: each cut's law predicting every larger compute level."""
-    rep.heading("Calibration: rolling-origin extrapolation")
-    cov = cal.get("coverage")
-    rep.paragraph(
-        "Fit on the smallest compute levels, predict each larger one, for every cut. The "
-        f"model-form error, {cal['form_sd_per_decade']:.4f} in log-loss per decade of "
-        "extrapolation, is part of every prediction interval in this report, with the "
-        "bootstrap over compute levels and the run-to-run noise "
-        f"({cal['noise_sd']:.4f})."
-        + (
-            f" Nested 95% intervals (noise and form error from earlier cuts only) covered "
-            f"{cov:.0%} of the rolled-forward rungs."
-            if isinstance(cov, float) and math.isfinite(cov)
-            else ""
-        )
-    )
-    rep.table(
-        [
-            {
-                "levels fitted": p["train_levels"],
-                "cut C": p["cut"],
-                "predicted level C": p["level"],
-                "decades beyond": p["decades"],
-                "rungs": p["runs"],
-                "mean error %": 100 * p["mean_error"],
-                "mean |error| %": 100 * p["mean_abs_error"],
-                "covered %": (
-                    100 * p["covered"]
-                    if isinstance(p["covered"], float) and math.isfinite(p["covered"])
-                    else None
-                ),
-            }
-            for p in cal["points"]
-        ]
     )
 
 
