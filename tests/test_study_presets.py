@@ -58,6 +58,8 @@ def test_downstream_step_of_presets():
     assert downstream("default") is None  # no room in its 10 minutes
     ft = downstream("medium")
     assert ft is not None and ft.finetune.task.task == "wiki-topics"
+    # The most-trained WSD branch of each of the 7 sizes, and the held-out rung.
+    assert ft.rungs == (*(f"s{i}-d4" for i in range(7)), "holdout0")
     # The same fine-tuning of every rung as 0.1 ran (the medium demo's numbers depend on it).
     run = ft.finetune
     assert (run.epochs, run.batch_size, run.max_length, run.patience) == (3.0, 16, 128, 3)

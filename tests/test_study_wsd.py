@@ -130,3 +130,23 @@ def _yaml(cfg, tmp_path):
     path = tmp_path / "ref.yaml"
     cfg.to_yaml(path)
     return path
+
+
+def test_the_pool_starts_a_job_once_it_is_ready_and_leaves_one_never_ready(tmp_path):
+    from scalelab.study.jobs import Job, run_jobs
+
+    done: list[str] = []
+    first = tmp_path / "first.done"
+
+    def job(name, ready=None, make=None):
+        code = f"open({str(make)!r}, 'w').close()" if make else "pass"
+        return Job(name, [sys.executable, "-c", code], tmp_path / f"{name}.log",
+                   lambda rc, n=name: done.append(n), ready=ready)  # fmt: skip
+
+    jobs = [
+        job("branch", ready=first.exists),  # queued first, starts after "trunk"
+        job("orphan", ready=lambda: False),  # its trunk never completes: left undone
+        job("trunk", make=first),
+    ]
+    run_jobs(jobs, workers=2, threads=1)
+    assert done == ["trunk", "branch"]

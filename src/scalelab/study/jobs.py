@@ -42,6 +42,9 @@ class Job:
     """Called with the exit code (0 done, 1 failed, 2 bad input, 130 interrupted)."""
     call: Callable[[], Any] | None = None
     """The in-process form: the stage function applied to its config."""
+    ready: Callable[[], bool] | None = None
+    """Whether the job may start now (a WSD branch: once its trunk completed); None: always.
+    The pool starts the first ready job in order; one never ready is left undone."""
 
 
 def resolve_parallelism(
@@ -247,7 +250,12 @@ def finetune_done(run_dir: Path) -> bool:
 
 def _run_in_process(jobs: list[Job]) -> None:
     """Run the jobs one after another in this process, each one's output to its log."""
-    for job in jobs:
+    pending = list(jobs)
+    while pending:  # in order, each job once it is ready; one never ready is left undone
+        job = next((j for j in pending if j.ready is None or j.ready()), None)
+        if job is None:
+            return
+        pending.remove(job)
         if job.call is None:
             raise ValueError(f"job {job.name} has no in-process form")
         job.log.parent.mkdir(parents=True, exist_ok=True)
@@ -320,32 +328,55 @@ class _Pool:
         self.lock = threading.Lock()
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = threading.Event()
+        self.active = 0  # jobs taken from the queue and not finished (under the lock)
+
+    def _next(self) -> Job | None | bool:
+        """The first ready job (taken from the queue), False to wait for one, None: done
+        (the queue is empty, or nothing runs that could make the rest ready)."""
+        with self.lock:
+            job = next((j for j in self.queue if j.ready is None or j.ready()), None)
+            if job is None:
+                return False if self.queue and self.active else None
+            self.queue.remove(job)
+            self.active += 1
+            return job
 
     def work(self, device: str | None = None) -> None:
         env = child_env(self.threads)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         while not self.stopping.is_set():
-            with self.lock:
-                if not self.queue:
-                    return
-                job = self.queue.pop(0)
-            job.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(job.log, "ab") as log:
-                proc = subprocess.Popen(
-                    job.cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,  # our Ctrl-C is forwarded explicitly, once
-                )
+            job = self._next()
+            if job is None:
+                return
+            if job is False:
+                time.sleep(0.5)
+                continue
+            assert isinstance(job, Job)
+            try:
+                self._run(job, env)
+            finally:
                 with self.lock:
-                    self.procs[job.name] = proc
-                code = proc.wait()
+                    self.active -= 1
+
+    def _run(self, job: Job, env: dict[str, str]) -> None:
+        """Run ``job`` as a subprocess with ``env``; its exit code to ``on_exit``."""
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log, "ab") as log:
+            proc = subprocess.Popen(
+                job.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # our Ctrl-C is forwarded explicitly, once
+            )
             with self.lock:
-                self.procs.pop(job.name, None)
-            if not self.stopping.is_set():
-                job.on_exit(code)
+                self.procs[job.name] = proc
+            code = proc.wait()
+        with self.lock:
+            self.procs.pop(job.name, None)
+        if not self.stopping.is_set():
+            job.on_exit(code)
 
     def stop(self) -> None:
         """Ask every running job to checkpoint and stop (SIGTERM), and wait for them."""

@@ -6,7 +6,8 @@
   warmup-stable trunks and their cool-down branches, plus one held-out rung at the next
   size up, trained from scratch, which the fitted law predicts.
 - ``medium``: about 30 minutes on the same machine: 7 sizes x 5 token counts (35 points,
-  1.8 decades), and the downstream section (fine-tuning every point on a built-in task).
+  1.8 decades), and the downstream section (the most-trained branch of every size and the
+  held-out rung fine-tuned on a built-in task).
 - ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.8M to 163M
   non-embedding parameters at sequence 1024, bf16, ``torch.compile``, on a corpus the
   user brings (``--dataset``): its budget is lowered until no rung trains more than one
@@ -51,7 +52,7 @@ def _preset(name: str) -> PlanConfig:
 def _default() -> PlanConfig:
     # A WSD grid (Hägele et al. 2024): 6 sizes of 6k-190k non-embedding parameters (1.5
     # decades; aspect ratio 12 gives every size 2-5 layers) x 4 token counts of
-    # 0.3M-2.4M, a rectangle in log N x log D that lies on both sides of the
+    # 0.25M-2M, a rectangle in log N x log D that lies on both sides of the
     # compute-optimal line; each size trains one warmup-stable trunk and its 4 points
     # are 20% cool-downs (1-sqrt, Hägele et al.'s better shape) branched off it. Compute
     # is counted in full (Hoffmann et al. 2022 App. F), which is what wall time follows
@@ -68,7 +69,7 @@ def _default() -> PlanConfig:
     return PlanConfig(
         design="grid",
         sizes=(6e3, 1.2e4, 2.4e4, 4.8e4, 9.6e4, 1.9e5),
-        tokens=(3e5, 6e5, 1.2e6, 2.4e6),
+        tokens=(2.5e5, 5e5, 1e6, 2e6),
         cooldown=0.2,
         aspect_ratio=12.0,
         flops_convention="chinchilla",
@@ -76,7 +77,7 @@ def _default() -> PlanConfig:
         # The next size up (2x the largest N) at 1.25x the largest fitted compute, trained
         # from scratch with the branches' schedule shape: fixed before anything ran.
         holdout_n=3.8e5,
-        holdout_d=1.8e6,
+        holdout_d=1.5e6,
         base=base,
         # Learning rate: lr_opt = 0.2514 N^-0.3391 (95% interval on the exponent
         # [-0.615, -0.063]), measured by `scalelab study sweep` on seed 1 (the design
@@ -214,8 +215,25 @@ def downstream(name: str) -> StudyFinetuneConfig | None:
     return StudyFinetuneConfig(
         finetune=rung.replace(
             task=task, method=MethodConfig(method="full"), epochs=3.0, max_length=128
-        )
+        ),
+        rungs=_longest_branches(preset(name)),
     )
+
+
+def _longest_branches(plan: PlanConfig) -> tuple[str, ...]:
+    """A WSD plan's most-trained branch of every size and its held-out rungs (the models
+    whose downstream scaling the report fits); () for other designs: every rung."""
+    from scalelab.study.plan import Rung, plan_rungs
+
+    if not plan.cooldown:
+        return ()
+    rungs = plan_rungs(plan, vocab_size=plan.base.data.vocab_size)
+    longest: dict[str, Rung] = {}
+    for r in rungs:
+        if r.trunk and (r.trunk not in longest or r.tokens > longest[r.trunk].tokens):
+            longest[r.trunk] = r
+    held = [r.id for r in rungs if r.role == "holdout"]
+    return tuple(r.id for r in longest.values()) + tuple(held)
 
 
 def run_demo(

@@ -225,13 +225,17 @@ def _run_pending(study: Study, cfg: RunConfig) -> dict[str, str]:
     progress = _Progress(study, todo, cfg.progress)
     job_failures: dict[str, str] = {}
     try:
-        # WSD branches start from their trunk's checkpoints: trunks (and every rung trained
-        # from scratch) first, then the branches whose trunk completed.
-        job_failures = _execute(study, [r for r in todo if not r.trunk], cfg, progress)
-        ready = [r for r in todo if r.trunk and _trunk_done(study, r)]
-        waiting = [r for r in todo if r.trunk and r not in ready]
-        if ready:
-            job_failures.update(_execute(study, ready, cfg, progress))
+        # WSD branches start from their trunk's checkpoints. The local executor starts each
+        # branch once its trunk completed, longest jobs first; the others train trunks (and
+        # every rung trained from scratch) first, then the branches whose trunk completed.
+        if cfg.executor == "local" and any(r.trunk for r in todo):
+            job_failures = _execute(study, _longest_first(todo), cfg, progress)
+        else:
+            job_failures = _execute(study, [r for r in todo if not r.trunk], cfg, progress)
+            ready = [r for r in todo if r.trunk and _trunk_done(study, r)]
+            if ready:
+                job_failures.update(_execute(study, ready, cfg, progress))
+        waiting = [r for r in todo if r.trunk and not _trunk_done(study, r)]
         if waiting:
             progress.note(
                 f"{len(waiting)} branch rung(s) wait for their trunk to complete "
@@ -257,6 +261,17 @@ def _rung_config(study: Study, rung: Rung, base: Any) -> Any:
 
 def _trunk_done(study: Study, rung: Rung) -> bool:
     return study.rung_status(study.rung(rung.trunk or "")) == "completed"
+
+
+def _longest_first(todo: list[Rung]) -> list[Rung]:
+    """``todo`` by decreasing cost (the plan's time estimate, else its FLOPs): the longest
+    jobs start first, so that two workers finish together (LPT scheduling, Graham 1969)."""
+    return sorted(todo, key=lambda r: -(r.est_seconds or r.cost("chinchilla")))
+
+
+def _ready(study: Study, rung: Rung) -> Callable[[], bool] | None:
+    """A WSD branch may start once its trunk completed; other rungs at once (None)."""
+    return (lambda: _trunk_done(study, rung)) if rung.trunk else None
 
 
 def _execute(study: Study, todo: list[Rung], cfg: RunConfig, progress: _Progress) -> dict[str, str]:
@@ -332,6 +347,7 @@ def _run_local(
             study.rung_dir(r) / "train.log",
             on_exit(r),
             call(r) if cfg.in_process else None,
+            _ready(study, r),
         )
         for r in todo
     ]
