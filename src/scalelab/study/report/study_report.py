@@ -225,7 +225,8 @@ def build_report(study: Study) -> tuple[Path, Path]:
     )
     iso = load_fit(fits_dir / "isoflop.json") if (fits_dir / "isoflop.json").is_file() else None
     # A WSD trunk is not a point (its branches are): listed in the plan, never plotted.
-    done = [r for r in rows if r["status"] == "completed" and r["role"] != "trunk"]
+    points = [r for r in rows if r["role"] != "trunk"]
+    done = [r for r in points if r["status"] == "completed"]
 
     rep = Report(
         f"Scaling study: {study.root.name}",
@@ -240,9 +241,9 @@ def build_report(study: Study) -> tuple[Path, Path]:
     _plan_section(rep, study, rows, conv, used)
     policy_section(rep, study)
     if chin is not None and done:
-        _law_sections(rep, rows, done, chin, iso, fits, conv, used=used)
+        _law_sections(rep, points, done, chin, iso, fits, conv, used=used)
 
-    fig = plot_sources([r for r in rows if r["role"] != "trunk"], used)
+    fig = plot_sources(points, used)
     if fig is not None:
         rep.heading("Validation loss by source")
         rep.figure(
