@@ -1,6 +1,6 @@
 """WSD cool-down branches against independent runs, at the default demo's scale.
 
-    .venv/bin/python bench/wsd_branches.py [--size 2.4e4] [--tokens 3e5,6e5,1.2e6,2.4e6]
+    .venv/bin/python bench/wsd_branches.py [--size 2.4e4] [--tokens 2.5e5,5e5,1e6,2e6]
                                            [--dataset DIR] [--out DIR]
 
 One size of the default preset (aspect ratio 12, sequence 128, batch 1024, fp32, the
@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=float, default=2.4e4, help="non-embedding size target")
-    ap.add_argument("--tokens", default="3e5,6e5,1.2e6,2.4e6", help="token counts D")
+    ap.add_argument("--tokens", default="2.5e5,5e5,1e6,2e6", help="token counts D")
     ap.add_argument(
         "--dataset",
         type=Path,

@@ -8,8 +8,8 @@
 - ``medium``: about 30 minutes on the same machine: 7 sizes x 5 token counts (35 points,
   1.8 decades), and the downstream section (the most-trained branch of every size and the
   held-out rung fine-tuned on a built-in task).
-- ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.8M to 163M
-  non-embedding parameters at sequence 1024, bf16, ``torch.compile``, on a corpus the
+- ``gpu``: a study for one modern GPU (hours): 4 levels x 6 sizes of 0.09M to 96M
+  non-embedding parameters (levels in the full Appendix F count) at sequence 1024, bf16, ``torch.compile``, on a corpus the
   user brings (``--dataset``): its budget is lowered until no rung trains more than one
   epoch of it (:func:`fit_to_corpus`); the built-in corpus is far too small.
 
