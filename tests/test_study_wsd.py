@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scalelab.cli import main
+from scalelab.errors import UserError
 from scalelab.study.plan import PlanConfig, plan_rungs
 from scalelab.study.policy import HyperPolicy
 from scalelab.study.study import Study
@@ -61,7 +62,7 @@ def test_wsd_plan_shares_one_trunk_per_size():
             assert b.cost("6n_kaplan") == pytest.approx(b.flops["6n_kaplan"] * 0.25, rel=0.02)
     held = rungs[-1]
     assert held.role == "holdout" and held.optim == {"schedule": "wsd", "decay_fraction": 0.25}
-    with pytest.raises(Exception, match="ladder or grid"):
+    with pytest.raises(UserError, match="ladder or grid"):
         PlanConfig(design="isoflop", budget_flops=1e13, cooldown=0.2)
 
 
